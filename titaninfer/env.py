@@ -1,0 +1,41 @@
+"""Every environment variable TitanInfer reads, read here and nowhere else.
+
+Values are read at call time (not import time) so tests can monkeypatch them.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def _flag(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def use_reference_kernels() -> bool:
+    """TITANINFER_REFERENCE_KERNELS=1 runs every layer on its plain-PyTorch reference,
+    also on CUDA: the switch for debugging a kernel against its reference in a full model."""
+    return _flag("TITANINFER_REFERENCE_KERNELS")
+
+
+def disable_cuda_graphs() -> bool:
+    """TITANINFER_NO_CUDA_GRAPHS=1 runs every step eagerly."""
+    return _flag("TITANINFER_NO_CUDA_GRAPHS")
+
+
+def cache_dir() -> str:
+    """Where measured device ceilings and similar per-machine facts are cached."""
+    default = os.path.join(os.path.expanduser("~"), ".cache", "titaninfer")
+    return os.environ.get("TITANINFER_CACHE_DIR", default)
+
+
+def api_key() -> str | None:
+    """TITANINFER_API_KEY: the server's Bearer key when --api-key is not given."""
+    return os.environ.get("TITANINFER_API_KEY") or None
+
+
+def log_level() -> str:
+    return os.environ.get("TITANINFER_LOG_LEVEL", "INFO").upper()

@@ -1,0 +1,174 @@
+"""The Llama-family decoder (Llama 2/3, TinyLlama, SmolLM2, Mistral), the base of Qwen2/3.
+
+Shapes (gpt-fast style): T = tokens in the flattened batch, H = hidden size,
+Hq/Hk = query/KV heads, D = head dim, I = MLP intermediate size, V = vocab.
+The forward takes everything explicitly: `model(input_ids, positions, kv_caches, meta)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from titaninfer.config import ModelConfig
+from titaninfer.layers.activation import silu_and_mul
+from titaninfer.layers.attention import paged_attention
+from titaninfer.layers.attention_metadata import AttentionMetadata
+from titaninfer.layers.dispatch import use_triton
+from titaninfer.layers.norm import RMSNorm
+from titaninfer.layers.rotary import RotaryEmbedding
+from titaninfer.kernels.reference import rotary_ref
+
+KVCache = tuple[torch.Tensor, torch.Tensor]  # (k_cache, v_cache) of one layer
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig, rotary: RotaryEmbedding) -> None:
+        super().__init__()
+        self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        self.q_size, self.kv_size = cfg.q_size, cfg.kv_size
+        self.scale = cfg.head_dim ** -0.5
+        # q, k and v in one matmul: [H] -> [q_size + 2 * kv_size]
+        self.qkv_proj = nn.Linear(cfg.hidden_size, self.q_size + 2 * self.kv_size, bias=cfg.attention_bias)
+        self.o_proj = nn.Linear(self.q_size, cfg.hidden_size, bias=False)
+        self.qk_norm = cfg.qk_norm
+        if cfg.qk_norm:
+            self.q_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps)
+            self.k_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps)
+        self.rotary = rotary
+
+    def forward(self, positions: torch.Tensor, x: torch.Tensor, kv_cache: KVCache,
+                meta: AttentionMetadata) -> torch.Tensor:
+        t = x.shape[0]
+        qkv = self.qkv_proj(x)
+        q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+        q = q.reshape(t, self.num_heads, self.head_dim)
+        k = k.reshape(t, self.num_kv_heads, self.head_dim)
+        v = v.reshape(t, self.num_kv_heads, self.head_dim)
+        if self.qk_norm:
+            q = self.q_norm(q)[0]
+            k = self.k_norm(k)[0]
+        k_cache, v_cache = kv_cache
+        cos_sin = self.rotary.cos_sin_cache
+        if use_triton(q):
+            from titaninfer.kernels.rotary import rope_and_write_kv
+
+            # Rotates q in place and stores rotated k and v straight into the paged cache.
+            q = rope_and_write_kv(positions, q, k, v, cos_sin, k_cache, v_cache, meta.slot_mapping)
+            o = paged_attention(q, k, v, k_cache, v_cache, meta, self.scale, kv_already_written=True)
+        else:
+            q, k = rotary_ref(positions, q, k, cos_sin)
+            o = paged_attention(q, k, v, k_cache, v_cache, meta, self.scale)
+        return self.o_proj(o.reshape(t, self.q_size))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.gate_up_proj = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(silu_and_mul(self.gate_up_proj(x)))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig, rotary: RotaryEmbedding) -> None:
+        super().__init__()
+        self.self_attn = Attention(cfg, rotary)
+        self.mlp = MLP(cfg)
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+    def forward(self, positions: torch.Tensor, x: torch.Tensor, residual: torch.Tensor | None,
+                kv_cache: KVCache, meta: AttentionMetadata) -> tuple[torch.Tensor, torch.Tensor]:
+        h, residual = self.input_layernorm(x, residual)
+        if residual is None:  # first layer: the residual stream starts as the embeddings
+            residual = x
+        h = self.self_attn(positions, h, kv_cache, meta)
+        h, residual = self.post_attention_layernorm(h, residual)
+        assert residual is not None
+        return self.mlp(h), residual
+
+
+class LlamaForCausalLM(nn.Module):
+    """Decoder + LM head. Subclasses change only configuration (see qwen2.py, qwen3.py)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.rotary = RotaryEmbedding(cfg.head_dim, cfg.max_position_embeddings, cfg.rope_theta, cfg.rope_scaling)
+        self.layers = nn.ModuleList(DecoderLayer(cfg, self.rotary) for _ in range(cfg.num_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        if cfg.tie_word_embeddings:
+            self.lm_head.weight = self.embed_tokens.weight
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor,
+                kv_caches: list[KVCache], meta: AttentionMetadata) -> torch.Tensor:
+        """input_ids, positions: [T] -> final hidden states [T, H] (normed)."""
+        x = self.embed_tokens(input_ids)
+        residual: torch.Tensor | None = None
+        for layer, kv_cache in zip(self.layers, kv_caches):
+            x, residual = layer(positions, x, residual, kv_cache, meta)
+        return self.norm(x, residual)[0]
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden: [N, H] -> float32 logits [N, V]."""
+        return self.lm_head(hidden).float()
+
+    # ------------------------------------------------------------------ weights
+    # Hugging Face names -> (our parameter, shard index within a fused parameter).
+    _STACKED = {
+        "q_proj": ("qkv_proj", 0), "k_proj": ("qkv_proj", 1), "v_proj": ("qkv_proj", 2),
+        "gate_proj": ("gate_up_proj", 0), "up_proj": ("gate_up_proj", 1),
+    }
+
+    def _shard_range(self, fused: str, index: int) -> tuple[int, int]:
+        cfg = self.config
+        if fused == "qkv_proj":
+            sizes = [cfg.q_size, cfg.kv_size, cfg.kv_size]
+        else:
+            sizes = [cfg.intermediate_size, cfg.intermediate_size]
+        start = sum(sizes[:index])
+        return start, start + sizes[index]
+
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Copy Hugging Face-named tensors into our (partly fused) parameters.
+
+        Raises ValueError on a missing, unexpected or mis-shaped tensor, so a wrong or
+        truncated checkpoint fails loudly instead of generating garbage."""
+        params = dict(self.named_parameters())
+        expected = set(params)
+        if self.config.tie_word_embeddings:
+            expected.discard("lm_head.weight")
+        filled: dict[str, int] = {}
+        need_parts = {name: (3 if "qkv_proj.weight" in name or "qkv_proj.bias" in name else
+                             2 if "gate_up_proj" in name else 1) for name in params}
+        for hf_name, tensor in weights:
+            name = hf_name.removeprefix("model.")
+            if "rotary_emb.inv_freq" in name:
+                continue
+            if name == "lm_head.weight" and self.config.tie_word_embeddings:
+                continue
+            target, rows = name, None
+            for short, (fused, index) in self._STACKED.items():
+                if f".{short}." in name:
+                    target = name.replace(short, fused)
+                    rows = self._shard_range(fused, index)
+                    break
+            if target not in params:
+                raise ValueError(f"unexpected weight {hf_name!r} for {type(self).__name__}")
+            param = params[target]
+            dst = param.data if rows is None else param.data[rows[0]:rows[1]]
+            if tuple(dst.shape) != tuple(tensor.shape):
+                raise ValueError(f"weight {hf_name!r} has shape {tuple(tensor.shape)}, expected {tuple(dst.shape)}")
+            dst.copy_(tensor.to(dst.dtype))
+            filled[target] = filled.get(target, 0) + 1
+        missing = sorted(n for n in expected if filled.get(n, 0) < need_parts[n])
+        if missing:
+            raise ValueError(f"checkpoint is missing weights: {', '.join(missing[:5])}"
+                             + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else ""))
