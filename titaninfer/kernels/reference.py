@@ -18,14 +18,18 @@ import torch.nn.functional as F
 def rms_norm_ref(
     x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """out = rmsnorm(x + residual) * weight; also returns the new residual (x + residual)."""
-    xf = x.float()
+    """out = rmsnorm(x + residual) * weight; also returns the new residual (x + residual).
+
+    The sum is rounded to x's dtype before it is normalised, as Hugging Face models do
+    (they add the residual in the activation dtype), so bf16 runs agree with them."""
     if residual is not None:
-        xf = xf + residual.float()
-        residual = xf.to(x.dtype)
+        residual = (x.float() + residual.float()).to(x.dtype)
+        x = residual
+    xf = x.float()
     var = xf.pow(2).mean(-1, keepdim=True)
-    out = xf * torch.rsqrt(var + eps) * weight.float()
-    return out.to(x.dtype), residual
+    # Round the normalised value before the weight multiply, as Hugging Face does.
+    normed = (xf * torch.rsqrt(var + eps)).to(x.dtype)
+    return (normed.float() * weight.float()).to(x.dtype), residual
 
 
 def silu_and_mul_ref(x: torch.Tensor) -> torch.Tensor:

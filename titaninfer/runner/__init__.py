@@ -1,0 +1,1 @@
+"""Model execution: batch inputs and attention metadata, the KV cache tensors, sampling."""

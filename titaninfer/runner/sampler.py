@@ -1,0 +1,149 @@
+"""Token sampling for a batch of rows, vectorised in PyTorch (CPU or GPU, no per-row host
+round trip).
+
+Order of operations per row (as vLLM and Hugging Face apply them):
+  logprobs of the raw logits -> penalties (repetition, presence, frequency) -> greedy argmax,
+  or temperature -> top-k -> top-p -> min-p -> draw.
+Draws use the exponential race (argmax p_i / E_i with E_i ~ Exp(1)), which samples exactly
+from p. A row with a seed draws its E from a generator seeded by (seed, index of the token
+being sampled), so its tokens do not depend on batching, chunking or preemption.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from titaninfer.types import SamplingParams, TokenLogprobs
+
+_MASK64 = (1 << 64) - 1
+
+
+def mix_seed(seed: int, offset: int) -> int:
+    """splitmix64 of (seed, offset) -> a 63-bit seed; nearby inputs give unrelated streams."""
+    z = (seed * 0x9E3779B97F4A7C15 + offset + 1) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return (z ^ (z >> 31)) & ((1 << 63) - 1)
+
+
+@dataclass
+class SamplingRow:
+    """One row to sample: its parameters and what penalties need to see."""
+
+    params: SamplingParams
+    prompt_token_ids: list[int]
+    output_token_ids: list[int]  # tokens generated so far (the next one has this index)
+
+
+class Sampler:
+    def __init__(self, device: torch.device | str, seed: int = 0) -> None:
+        self.device = torch.device(device)
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+
+    @torch.no_grad()
+    def __call__(self, logits: torch.Tensor, rows: list[SamplingRow]
+                 ) -> tuple[list[int], list[TokenLogprobs | None]]:
+        """logits: [N, V] float32 -> (token id per row, logprobs per row or None)."""
+        n, vocab = logits.shape
+        want_logprobs = [r.params.logprobs is not None for r in rows]
+        raw_logprobs = torch.log_softmax(logits, dim=-1) if any(want_logprobs) else None
+
+        logits = self._apply_penalties(logits, rows)
+        greedy = [r.params.greedy for r in rows]
+        tokens = torch.empty(n, dtype=torch.long, device=logits.device)
+        greedy_idx = [i for i, g in enumerate(greedy) if g]
+        sample_idx = [i for i, g in enumerate(greedy) if not g]
+        if greedy_idx:
+            gi = torch.tensor(greedy_idx, device=logits.device)
+            tokens[gi] = logits[gi].argmax(dim=-1)
+        if sample_idx:
+            si = torch.tensor(sample_idx, device=logits.device)
+            probs = self._filtered_probs(logits[si], [rows[i].params for i in sample_idx])
+            expo = self._exponentials([rows[i] for i in sample_idx], vocab)
+            tokens[si] = (probs / expo).argmax(dim=-1)
+        token_list = tokens.tolist()
+
+        out_lp: list[TokenLogprobs | None] = [None] * n
+        if raw_logprobs is not None:
+            for i, r in enumerate(rows):
+                if r.params.logprobs is None:
+                    continue
+                out_lp[i] = _token_logprobs(raw_logprobs[i], token_list[i], r.params.logprobs)
+        return token_list, out_lp
+
+    # ------------------------------------------------------------------ steps
+    def _apply_penalties(self, logits: torch.Tensor, rows: list[SamplingRow]) -> torch.Tensor:
+        idx = [i for i, r in enumerate(rows) if r.params.repetition_penalty != 1.0
+               or r.params.presence_penalty != 0.0 or r.params.frequency_penalty != 0.0]
+        if not idx:
+            return logits
+        logits = logits.clone()
+        vocab = logits.shape[1]
+        dev = logits.device
+        for i in idx:
+            p = rows[i].params
+            out_ids = torch.tensor(rows[i].output_token_ids, dtype=torch.long, device=dev)
+            counts = torch.zeros(vocab, device=dev).index_add_(0, out_ids, torch.ones_like(out_ids, dtype=torch.float))
+            row = logits[i]
+            if p.repetition_penalty != 1.0:
+                seen = counts > 0
+                if rows[i].prompt_token_ids:
+                    seen[torch.tensor(rows[i].prompt_token_ids, dtype=torch.long, device=dev)] = True
+                penalised = torch.where(row > 0, row / p.repetition_penalty, row * p.repetition_penalty)
+                row = torch.where(seen, penalised, row)
+            row = row - p.frequency_penalty * counts - p.presence_penalty * (counts > 0).float()
+            logits[i] = row
+        return logits
+
+    @staticmethod
+    def _filtered_probs(logits: torch.Tensor, params: list[SamplingParams]) -> torch.Tensor:
+        dev = logits.device
+        temp = torch.tensor([p.temperature for p in params], device=dev).unsqueeze(1)
+        logits = logits / temp
+        top_k = [p.top_k for p in params]
+        if any(k > 0 for k in top_k):
+            k = torch.tensor([kk if kk > 0 else logits.shape[1] for kk in top_k], device=dev)
+            k = k.clamp(max=logits.shape[1])
+            kth = logits.sort(dim=-1, descending=True).values.gather(1, (k - 1).unsqueeze(1))
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        top_p = [p.top_p for p in params]
+        if any(tp < 1.0 for tp in top_p):
+            sorted_logits, order = logits.sort(dim=-1, descending=True)
+            sorted_probs = sorted_logits.softmax(-1)
+            before = sorted_probs.cumsum(-1) - sorted_probs  # mass strictly before each token
+            tp = torch.tensor(top_p, device=dev).unsqueeze(1)
+            drop_sorted = before >= tp  # keeps the smallest prefix whose mass reaches top_p
+            drop = torch.zeros_like(drop_sorted).scatter(1, order, drop_sorted)
+            logits = logits.masked_fill(drop, float("-inf"))
+        probs = logits.softmax(-1)
+        min_p = [p.min_p for p in params]
+        if any(m > 0 for m in min_p):
+            mp = torch.tensor(min_p, device=dev).unsqueeze(1)
+            probs = probs.masked_fill(probs < mp * probs.max(dim=-1, keepdim=True).values, 0.0)
+        return probs
+
+    def _exponentials(self, rows: list[SamplingRow], vocab: int) -> torch.Tensor:
+        out = torch.empty(len(rows), vocab, device=self.device)
+        unseeded = [i for i, r in enumerate(rows) if r.params.seed is None]
+        if unseeded:
+            block = torch.empty(len(unseeded), vocab, device=self.device).exponential_(generator=self.generator)
+            out[torch.tensor(unseeded, device=self.device)] = block
+        for i, r in enumerate(rows):
+            if r.params.seed is not None:
+                assert isinstance(r.params.seed, int)
+                g = torch.Generator(device=self.device).manual_seed(
+                    mix_seed(r.params.seed, len(r.output_token_ids)))
+                out[i].exponential_(generator=g)
+        return out.clamp_(min=1e-10)
+
+
+def _token_logprobs(logprobs: torch.Tensor, token: int, top_n: int) -> TokenLogprobs:
+    lp = float(logprobs[token])
+    rank = int((logprobs > lp).sum()) + 1
+    top: list[tuple[int, float]] = []
+    if top_n > 0:
+        vals, ids = logprobs.topk(top_n)
+        top = list(zip(ids.tolist(), vals.tolist()))
+    return TokenLogprobs(token_id=token, logprob=lp, rank=rank, top=top)
