@@ -206,6 +206,7 @@ class EngineConfig:
     dtype: torch.dtype = torch.float32
     seed: int = 0
     enforce_eager: bool = False  # True: no CUDA graphs
+    async_scheduling: bool | None = None  # None: on for CUDA (overlap host work with the GPU)
     tokenizer: str | None = None
 
     @property

@@ -25,14 +25,15 @@ class LLM:
                  num_blocks: int | None = None, max_model_len: int = 0, seed: int = 0,
                  scheduling_policy: str = "fcfs", enable_prefix_caching: bool = True,
                  eviction_policy: str = "lru", enable_chunked_prefill: bool = True,
-                 enforce_eager: bool = False) -> None:
+                 enforce_eager: bool = False, async_scheduling: bool | None = None) -> None:
         self.engine = LLMEngine.from_args(
             model, device=device, dtype=dtype, block_size=block_size, max_num_seqs=max_num_seqs,
             max_num_batched_tokens=max_num_batched_tokens, kv_cache_bytes=kv_cache_bytes,
             gpu_memory_utilization=gpu_memory_utilization, num_blocks=num_blocks,
             max_model_len=max_model_len, seed=seed, scheduling_policy=scheduling_policy,
             enable_prefix_caching=enable_prefix_caching, eviction_policy=eviction_policy,
-            enable_chunked_prefill=enable_chunked_prefill, enforce_eager=enforce_eager)
+            enable_chunked_prefill=enable_chunked_prefill, enforce_eager=enforce_eager,
+            async_scheduling=async_scheduling)
 
     @property
     def tokenizer(self) -> Any:

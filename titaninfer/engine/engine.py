@@ -21,14 +21,16 @@ from titaninfer.engine.output_processor import SequenceState
 from titaninfer.kv.manager import KVCacheManager
 from titaninfer.loader import LoadedModel, load_model
 from titaninfer.runner.kv_cache import CPU_DEFAULT_KV_BYTES, num_blocks_for_bytes
-from titaninfer.runner.memory import gpu_kv_cache_bytes
-from titaninfer.runner.model_runner import ModelRunner
+from titaninfer.runner.memory import gpu_kv_cache_bytes, profile_activation_peak
+from titaninfer.runner.model_runner import ModelRunner, StepHandle
 from titaninfer.scheduler import Request, Scheduler
 from titaninfer.types import (
     FinishReason,
     RequestMetrics,
     RequestOutput,
+    RunnerOutput,
     SamplingParams,
+    SchedulerOutput,
 )
 
 
@@ -87,19 +89,39 @@ class LLMEngine:
         self.tokenizer = loaded.tokenizer
         self.model_config = loaded.config
         cache = config.cache
+        self.activation_peak_bytes: int | None = None
+        t0 = time.perf_counter()
         if cache.num_blocks is None:
             if config.device == "cpu":
                 kv_bytes = cache.kv_cache_bytes or CPU_DEFAULT_KV_BYTES
+            elif cache.kv_cache_bytes:
+                kv_bytes = cache.kv_cache_bytes
             else:
-                kv_bytes = cache.kv_cache_bytes or gpu_kv_cache_bytes(cache.gpu_memory_utilization, config.device)
+                sched = config.scheduler
+                self.activation_peak_bytes = profile_activation_peak(
+                    loaded.model, loaded.config, sched.max_num_batched_tokens, sched.max_num_seqs,
+                    cache.block_size, config.dtype, torch.device(config.device))
+                graph_logits = 4 * loaded.config.vocab_size * sched.max_num_seqs
+                kv_bytes = gpu_kv_cache_bytes(cache.gpu_memory_utilization, config.device,
+                                              self.activation_peak_bytes, graph_logits)
             num_blocks = num_blocks_for_bytes(loaded.config, cache.block_size, config.dtype, kv_bytes)
             cache = CacheConfig(**{**cache.__dict__, "num_blocks": num_blocks})
             self.config = config = config.replace(cache=cache)
         assert cache.num_blocks is not None
         self.kv = self._make_kv_manager(cache)
-        self.scheduler = Scheduler(config.scheduler, self.kv, config.max_model_len)
+        self.async_scheduling = (config.async_scheduling if config.async_scheduling is not None
+                                 else config.device.startswith("cuda"))
+        self.scheduler = Scheduler(config.scheduler, self.kv, config.max_model_len,
+                                   async_scheduling=self.async_scheduling)
         self.runner = ModelRunner(loaded.model, loaded.config, cache.num_blocks, cache.block_size,
-                                  config.device, config.dtype, seed=config.seed)
+                                  config.device, config.dtype, seed=config.seed,
+                                  max_model_len=config.max_model_len,
+                                  max_num_seqs=config.scheduler.max_num_seqs,
+                                  enforce_eager=config.enforce_eager)
+        self._inflight: tuple[SchedulerOutput, StepHandle] | None = None
+        # Engine start-up beyond loading weights: memory profiling, KV allocation, graphs.
+        self.startup_s = time.perf_counter() - t0
+        self._prefix_counted: set[str] = set()
         self._tracked: dict[str, _Tracked] = {}
         self._seq_owner: dict[str, tuple[_Tracked, int]] = {}
         self._ids = itertools.count()
@@ -130,7 +152,8 @@ class LLMEngine:
                   num_blocks: int | None = None, max_model_len: int = 0, seed: int = 0,
                   scheduling_policy: str = "fcfs", aging_per_s: float = 1.0,
                   enable_prefix_caching: bool = True, eviction_policy: str = "lru",
-                  enable_chunked_prefill: bool = True, enforce_eager: bool = False) -> LLMEngine:
+                  enable_chunked_prefill: bool = True, enforce_eager: bool = False,
+                  async_scheduling: bool | None = None) -> LLMEngine:
         dev = _pick_device(device)
         torch_dtype = parse_dtype(dtype, dev)
         loaded = load_model(model, device=dev, dtype=torch_dtype, seed=seed)
@@ -148,6 +171,7 @@ class LLMEngine:
                                       max_model_len=max_model_len, policy=scheduling_policy,
                                       aging_per_s=aging_per_s, enable_chunked_prefill=enable_chunked_prefill),
             device=dev, dtype=torch_dtype, seed=seed, enforce_eager=enforce_eager,
+            async_scheduling=async_scheduling,
         )
         return cls(cfg, loaded)
 
@@ -232,26 +256,50 @@ class LLMEngine:
 
     # ------------------------------------------------------------------ step
     def step(self) -> list[RequestOutput]:
+        """One engine step; returns the outputs of requests that changed.
+
+        Synchronous mode: schedule -> run -> update. Asynchronous mode (GPU): schedule and
+        launch step N+1, then process step N's tokens while the GPU runs N+1, so the host
+        work of a step hides behind the device work of the next."""
         sched = self.scheduler.schedule()
+        handle = None
         if sched.is_empty:
             self.runner.drop(sched.dropped_request_ids)
-            return []
+        else:
+            self._note_scheduled(sched)
+            handle = self.runner.execute_async(sched)
+        if not self.async_scheduling:
+            return self._process(sched, handle.result()) if handle is not None else []
+        outputs: list[RequestOutput] = []
+        if self._inflight is not None:
+            prev_sched, prev_handle = self._inflight
+            outputs = self._process(prev_sched, prev_handle.result())
+        self._inflight = (sched, handle) if handle is not None else None
+        return outputs
+
+    def _note_scheduled(self, sched: SchedulerOutput) -> None:
         now = time.monotonic()
         for new in sched.new_requests:
             owner = self._seq_owner.get(new.request_id)
-            if owner and owner[0].metrics.first_scheduled_time is None:
+            req = self.scheduler.requests.get(new.request_id)
+            if owner is None or req is None or new.request_id in self._prefix_counted:
+                continue
+            self._prefix_counted.add(new.request_id)
+            if owner[0].metrics.first_scheduled_time is None:
                 owner[0].metrics.first_scheduled_time = now
-                req = self.scheduler.requests.get(new.request_id)
-                if req is not None:
-                    owner[0].metrics.num_cached_tokens = req.num_cached_tokens
-                    self.prefix_query_tokens += len(req.prompt_token_ids)
-                    self.prefix_hit_tokens += req.num_cached_tokens
-        result = self.runner.execute(sched)
+                owner[0].metrics.num_cached_tokens = req.num_cached_tokens
+            self.prefix_query_tokens += len(req.prompt_token_ids)
+            self.prefix_hit_tokens += req.num_cached_tokens
+
+    def _process(self, sched: SchedulerOutput, result: RunnerOutput) -> list[RequestOutput]:
         updated = self.scheduler.update(sched, result)
         now = time.monotonic()
         changed: dict[str, _Tracked] = {}
         for req in updated:
-            tracked, idx = self._seq_owner[req.request_id]
+            owner = self._seq_owner.get(req.request_id)
+            if owner is None:
+                continue
+            tracked, idx = owner
             seq = tracked.seqs[idx]
             token = req.output_token_ids[-1]
             self.generation_tokens += 1
@@ -275,6 +323,7 @@ class LLMEngine:
         tracked.seqs[idx].finish(reason, stop_reason)
         tracked.finished_seqs.add(idx)
         self._seq_owner.pop(tracked.seq_ids[idx], None)
+        self._prefix_counted.discard(tracked.seq_ids[idx])
 
     def _emit(self, tracked: _Tracked) -> RequestOutput:
         finished = tracked.finished

@@ -107,8 +107,8 @@ def paged_attention_ref(
         v = _gather_kv(v_cache, block_tables[i], seq_len).float()
         qi = q[start:end].float().view(q_len, hk, group, d)
         scores = torch.einsum("qhgd,khd->hgqk", qi, k) * scale  # [hk, g, q, L]
-        q_pos = torch.arange(seq_len - q_len, seq_len)
-        k_pos = torch.arange(seq_len)
+        q_pos = torch.arange(seq_len - q_len, seq_len, device=q.device)
+        k_pos = torch.arange(seq_len, device=q.device)
         mask = k_pos[None, :] > q_pos[:, None]
         scores.masked_fill_(mask, float("-inf"))
         probs = scores.softmax(-1)
@@ -135,5 +135,32 @@ def paged_decode_attention_ref(
     scores = torch.einsum("bhgd,blhd->bhgl", qf, k) * scale
     pad = torch.arange(max_blocks * bs, device=q.device)[None, :] >= seq_lens[:, None].to(q.device)
     scores.masked_fill_(pad[:, None, None, :], float("-inf"))
+    # Slots past a sequence's end hold whatever the cache had (maybe NaN): zero them, or
+    # 0 * NaN in the weighted sum would poison the row.
+    v = v.masked_fill(pad[:, :, None, None], 0.0)
     o = torch.einsum("bhgl,blhd->bhgd", scores.softmax(-1), v)
     return o.reshape(b, hq, d).to(q.dtype)
+
+
+def sample_tokens_ref(
+    logits: torch.Tensor, temperature: torch.Tensor, min_p: torch.Tensor,
+    seeds: torch.Tensor, offsets: torch.Tensor,
+) -> torch.Tensor:
+    """logits [B, V] -> token ids [B] int64. Row b: the first argmax where temperature <= 0;
+    otherwise a draw from softmax(logits / T) restricted to tokens with
+    p >= min_p * p_max (min_p 0 keeps all). The draw is seeded by (seeds[b], offsets[b]),
+    so it is deterministic; the Triton kernel draws from the same distribution with its
+    own random stream (Philox), so the two agree in distribution, not token by token."""
+    out = torch.empty(logits.shape[0], dtype=torch.int64)
+    for b in range(logits.shape[0]):
+        row = logits[b].float().cpu()
+        t = float(temperature[b])
+        if t <= 0:
+            out[b] = torch.argmax(row)
+            continue
+        probs = torch.softmax(row / t, dim=-1)
+        probs = torch.where(probs >= float(min_p[b]) * probs.max(), probs, 0.0)
+        gen = torch.Generator().manual_seed(
+            (int(seeds[b]) * 0x9E3779B97F4A7C15 + int(offsets[b])) % 2**64)
+        out[b] = torch.multinomial(probs, 1, generator=gen)[0]
+    return out.to(logits.device)

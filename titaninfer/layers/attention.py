@@ -25,11 +25,24 @@ def paged_attention(
 ) -> torch.Tensor:
     """q: [T, Hq, D], k/v: [T, Hk, D] -> [T, Hq, D]."""
     if use_triton(q):
-        from titaninfer.kernels import attention_triton
+        from titaninfer.kernels.decode_attention import paged_decode_attention
+        from titaninfer.kernels.prefill_attention import paged_prefill_attention
+        from titaninfer.kernels.rotary import write_kv
 
         if not kv_already_written:
-            attention_triton.write_kv(k, v, k_cache, v_cache, meta.slot_mapping)
-        return attention_triton.paged_attention(q, k_cache, v_cache, meta, scale)
+            write_kv(k, v, k_cache, v_cache, meta.slot_mapping)
+        out = torch.empty_like(q)
+        nd = meta.num_decodes
+        if nd:
+            # Under CUDA graphs max_seq_len is the static bound the graph was captured with.
+            paged_decode_attention(q[:nd], k_cache, v_cache, meta.seq_lens[:nd], meta.block_tables[:nd],
+                                   scale, max_seq_len=meta.max_seq_len, out=out[:nd])
+        if meta.num_prefills:
+            # Decodes own one row each, so the prefill rows start at row nd.
+            paged_prefill_attention(q[nd:], k_cache, v_cache, meta.query_start_loc[nd:] - nd,
+                                    meta.seq_lens[nd:], meta.block_tables[nd:], meta.max_query_len,
+                                    scale, out=out[nd:])
+        return out
 
     if not kv_already_written:
         ref.write_kv_ref(k, v, k_cache, v_cache, meta.slot_mapping)

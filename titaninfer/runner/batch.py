@@ -2,7 +2,10 @@
 
 Decode chunks (one token over a history) are placed first so attention can send them to
 the decode kernel; the order of the rest is kept. Index arithmetic is done in NumPy on the
-host, then each array crosses to the device once.
+host (`HostBatch`), then each array crosses to the device once (`to_device`).
+
+A token id of -1 is a placeholder for a token the previous, still running step samples
+(asynchronous scheduling); the runner fills it on the device.
 """
 
 from __future__ import annotations
@@ -15,68 +18,101 @@ import torch
 from titaninfer.layers.attention_metadata import AttentionMetadata
 from titaninfer.types import ScheduledChunk
 
+PLACEHOLDER = -1
+
+
+def is_decode(c: ScheduledChunk) -> bool:
+    return len(c.token_ids) == 1 and c.start_pos > 0
+
+
+@dataclass
+class HostBatch:
+    chunks: list[ScheduledChunk]  # batch order: decodes first
+    num_decodes: int
+    input_ids: np.ndarray  # [T] int64 (PLACEHOLDER where unknown yet)
+    positions: np.ndarray  # [T] int64
+    slot_mapping: np.ndarray  # [T] int64
+    query_start_loc: np.ndarray  # [B+1] int64
+    seq_lens: np.ndarray  # [B] int64
+    block_tables: np.ndarray  # [B, max_blocks] int64
+    sample_rows: list[int]  # flattened row of each sampled chunk's last token
+    sample_chunk_index: list[int]  # chunk index of each sample row
+    placeholder_rows: list[int]  # rows whose token comes from the previous step
+    placeholder_request_ids: list[str]
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.query_start_loc[-1])
+
+    @property
+    def all_decode(self) -> bool:
+        return self.num_decodes == len(self.chunks)
+
 
 @dataclass
 class ModelInputs:
     input_ids: torch.Tensor  # [T]
     positions: torch.Tensor  # [T]
     meta: AttentionMetadata
-    chunks: list[ScheduledChunk]  # in batch order
-    sample_rows: list[int]  # row in the flattened batch of each sampled chunk's last token
-    sample_chunk_index: list[int]  # which chunk each sample row belongs to
 
 
-def order_chunks(chunks: list[ScheduledChunk]) -> list[ScheduledChunk]:
-    decodes = [c for c in chunks if len(c.token_ids) == 1 and c.start_pos > 0]
-    others = [c for c in chunks if not (len(c.token_ids) == 1 and c.start_pos > 0)]
-    return decodes + others
-
-
-def build_inputs(chunks: list[ScheduledChunk], block_tables: dict[str, list[int]],
-                 block_size: int, device: torch.device) -> ModelInputs:
-    chunks = order_chunks(chunks)
-    num_decodes = sum(1 for c in chunks if len(c.token_ids) == 1 and c.start_pos > 0)
-    q_lens = np.fromiter((len(c.token_ids) for c in chunks), dtype=np.int64, count=len(chunks))
-    starts = np.fromiter((c.start_pos for c in chunks), dtype=np.int64, count=len(chunks))
+def build_host_batch(chunks: list[ScheduledChunk], block_tables: dict[str, list[int]],
+                     block_size: int) -> HostBatch:
+    decodes = [c for c in chunks if is_decode(c)]
+    chunks = decodes + [c for c in chunks if not is_decode(c)]
+    n = len(chunks)
+    q_lens = np.fromiter((len(c.token_ids) for c in chunks), dtype=np.int64, count=n)
+    starts = np.fromiter((c.start_pos for c in chunks), dtype=np.int64, count=n)
     seq_lens = starts + q_lens
-    qsl = np.zeros(len(chunks) + 1, dtype=np.int64)
+    qsl = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(q_lens, out=qsl[1:])
     total = int(qsl[-1])
 
     input_ids = np.fromiter((t for c in chunks for t in c.token_ids), dtype=np.int64, count=total)
-    # positions: start_pos + 0..q_len-1 for each chunk, without a Python loop per token
-    seq_of_token = np.repeat(np.arange(len(chunks)), q_lens)
+    seq_of_token = np.repeat(np.arange(n), q_lens)
     positions = starts[seq_of_token] + (np.arange(total) - qsl[:-1][seq_of_token])
 
     max_blocks = max(len(block_tables[c.request_id]) for c in chunks)
-    tables = np.zeros((len(chunks), max_blocks), dtype=np.int64)
+    tables = np.zeros((n, max_blocks), dtype=np.int64)
     for i, c in enumerate(chunks):
         t = block_tables[c.request_id]
         tables[i, :len(t)] = t
     slot_mapping = tables[seq_of_token, positions // block_size] * block_size + positions % block_size
 
-    sample_rows = [int(qsl[i + 1]) - 1 for i, c in enumerate(chunks) if c.sample]
-    sample_chunk_index = [i for i, c in enumerate(chunks) if c.sample]
+    placeholder_rows = np.flatnonzero(input_ids == PLACEHOLDER).tolist()
+    return HostBatch(
+        chunks=chunks,
+        num_decodes=len(decodes),
+        input_ids=input_ids,
+        positions=positions,
+        slot_mapping=slot_mapping,
+        query_start_loc=qsl,
+        seq_lens=seq_lens,
+        block_tables=tables,
+        sample_rows=[int(qsl[i + 1]) - 1 for i, c in enumerate(chunks) if c.sample],
+        sample_chunk_index=[i for i, c in enumerate(chunks) if c.sample],
+        placeholder_rows=placeholder_rows,
+        placeholder_request_ids=[chunks[int(seq_of_token[r])].request_id for r in placeholder_rows],
+    )
 
+
+def to_device(hb: HostBatch, device: torch.device) -> ModelInputs:
     def dev(a: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
-        return torch.from_numpy(a).to(device=device, dtype=dtype, non_blocking=True)
+        t = torch.from_numpy(a)
+        if device.type == "cuda":
+            t = t.pin_memory()
+        return t.to(device=device, dtype=dtype, non_blocking=True)
 
     meta = AttentionMetadata(
-        slot_mapping=dev(slot_mapping, torch.int64),
-        query_start_loc=dev(qsl, torch.int32),
-        seq_lens=dev(seq_lens, torch.int32),
-        block_tables=dev(tables, torch.int32),
-        num_decodes=num_decodes,
-        max_query_len=int(q_lens.max()),
-        max_seq_len=int(seq_lens.max()),
-        query_start_loc_cpu=qsl.tolist(),
-        seq_lens_cpu=seq_lens.tolist(),
+        slot_mapping=dev(hb.slot_mapping, torch.int64),
+        query_start_loc=dev(hb.query_start_loc, torch.int32),
+        seq_lens=dev(hb.seq_lens, torch.int32),
+        block_tables=dev(hb.block_tables, torch.int32),
+        num_decodes=hb.num_decodes,
+        max_query_len=int((hb.query_start_loc[1:] - hb.query_start_loc[:-1]).max()),
+        max_seq_len=int(hb.seq_lens.max()),
+        query_start_loc_cpu=hb.query_start_loc.tolist(),
+        seq_lens_cpu=hb.seq_lens.tolist(),
     )
-    return ModelInputs(
-        input_ids=dev(input_ids, torch.int64),
-        positions=dev(positions, torch.int64),
-        meta=meta,
-        chunks=chunks,
-        sample_rows=sample_rows,
-        sample_chunk_index=sample_chunk_index,
-    )
+    return ModelInputs(input_ids=dev(hb.input_ids, torch.int64), positions=dev(hb.positions, torch.int64),
+                       meta=meta)

@@ -27,6 +27,8 @@ def num_blocks_for_bytes(cfg: ModelConfig, block_size: int, dtype: torch.dtype, 
 
 def allocate_kv_cache(cfg: ModelConfig, num_blocks: int, block_size: int, dtype: torch.dtype,
                       device: str | torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    full = torch.empty((cfg.num_layers, 2, num_blocks, block_size, cfg.num_kv_heads, cfg.head_dim),
+    # Zeroed so that slots no request wrote yet (padding rows of a CUDA graph read them)
+    # hold finite values.
+    full = torch.zeros((cfg.num_layers, 2, num_blocks, block_size, cfg.num_kv_heads, cfg.head_dim),
                        dtype=dtype, device=device)
     return [(full[i, 0], full[i, 1]) for i in range(cfg.num_layers)]

@@ -1,19 +1,26 @@
 """Runs one scheduled step on the model: inputs -> forward -> logits -> sampled tokens.
 
 The runner keeps, per request it has seen, the block table and the token history (for
-penalties). It learns about a request once (`NewRequestData`), then only from the
-step's chunks, and forgets it when the scheduler lists it as dropped.
+penalties). It learns about a request once (`NewRequestData`), then only from the step's
+chunks, and forgets it when the scheduler lists it as dropped.
+
+`execute_async` launches a step and returns at once with a `StepHandle`; the sampled
+tokens stay on the device (the next step reads placeholder tokens from them) and reach
+the host through one pinned copy that `StepHandle.result()` waits for: the step's only
+host-device synchronisation. `execute` is launch + result.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
+from titaninfer import env
 from titaninfer.config import ModelConfig
-from titaninfer.runner.batch import build_inputs
+from titaninfer.runner.batch import HostBatch, build_host_batch, to_device
 from titaninfer.runner.kv_cache import allocate_kv_cache
 from titaninfer.runner.sampler import Sampler, SamplingRow
 from titaninfer.types import RunnerOutput, SamplingParams, SchedulerOutput
@@ -23,13 +30,47 @@ from titaninfer.types import RunnerOutput, SamplingParams, SchedulerOutput
 class _RequestState:
     block_ids: list[int]
     prompt_token_ids: list[int]
-    output_token_ids: list[int]
+    output_token_ids: list[int]  # known on the host
     params: SamplingParams
+    num_sampled: int  # tokens sampled so far, including ones not yet on the host
+
+
+@dataclass
+class StepHandle:
+    """A launched step. `result()` waits for its tokens (once) and returns them."""
+
+    runner: ModelRunner
+    request_ids: list[str]
+    tokens_host: torch.Tensor | None  # pinned [n] int64, filled by an async copy
+    done: torch.cuda.Event | None
+    tokens_list: list[int] | None = None  # when the sampler already returned host values
+    logprobs: dict = field(default_factory=dict)
+    _result: RunnerOutput | None = None
+
+    def result(self) -> RunnerOutput:
+        if self._result is None:
+            if self.tokens_list is None:
+                assert self.tokens_host is not None
+                if self.done is not None:
+                    self.done.synchronize()
+                self.tokens_list = self.tokens_host.tolist()
+            out = RunnerOutput()
+            for rid, tok in zip(self.request_ids, self.tokens_list):
+                out.sampled_token_ids[rid] = tok
+                st = self.runner._requests.get(rid)
+                if st is not None:
+                    st.output_token_ids.append(tok)
+            out.logprobs = self.logprobs
+            self._result = out
+            if self.runner._pending is self:
+                self.runner._pending = None
+        return self._result
 
 
 class ModelRunner:
     def __init__(self, model: nn.Module, model_config: ModelConfig, num_blocks: int, block_size: int,
-                 device: str | torch.device, kv_dtype: torch.dtype, seed: int = 0) -> None:
+                 device: str | torch.device, kv_dtype: torch.dtype, seed: int = 0,
+                 max_model_len: int = 0, max_num_seqs: int = 256, enforce_eager: bool = False) -> None:
         self.model = model
         self.model_config = model_config
         self.device = torch.device(device)
@@ -38,6 +79,18 @@ class ModelRunner:
         self.kv_caches = allocate_kv_cache(model_config, num_blocks, block_size, kv_dtype, self.device)
         self.sampler = Sampler(self.device, seed)
         self._requests: dict[str, _RequestState] = {}
+        self._pending: StepHandle | None = None  # the last launched step, until its result is read
+        self._last_tokens: torch.Tensor | None = None  # device tokens of the last launched step
+        self._last_rows: dict[str, int] = {}
+        self.graphs = None
+        self.max_model_len = max_model_len or model_config.max_position_embeddings
+        if self.device.type == "cuda" and not enforce_eager and not env.disable_cuda_graphs():
+            from titaninfer.runner.cuda_graph import DecodeGraphs, default_capture_sizes
+
+            max_blocks = -(-self.max_model_len // block_size)
+            self.graphs = DecodeGraphs(model, self.kv_caches, default_capture_sizes(max_num_seqs),
+                                       max_blocks, block_size, self.device)
+            self.graphs.capture()
 
     @property
     def num_tracked_requests(self) -> int:
@@ -47,34 +100,79 @@ class ModelRunner:
         for rid in request_ids:
             self._requests.pop(rid, None)
 
-    @torch.inference_mode()
     def execute(self, sched: SchedulerOutput) -> RunnerOutput:
+        handle = self.execute_async(sched)
+        return handle.result() if handle is not None else RunnerOutput()
+
+    @torch.inference_mode()
+    def execute_async(self, sched: SchedulerOutput) -> StepHandle | None:
         self.drop(sched.dropped_request_ids)
         for new in sched.new_requests:
             self._requests[new.request_id] = _RequestState(
                 block_ids=list(new.block_ids), prompt_token_ids=list(new.prompt_token_ids),
-                output_token_ids=list(new.output_token_ids), params=new.sampling_params)
+                output_token_ids=list(new.output_token_ids), params=new.sampling_params,
+                num_sampled=len(new.output_token_ids))
         for chunk in sched.chunks:
             if chunk.new_block_ids:
                 self._requests[chunk.request_id].block_ids.extend(chunk.new_block_ids)
         if sched.is_empty:
-            return RunnerOutput()
+            return None
 
-        tables = {rid: st.block_ids for rid, st in self._requests.items()}
-        inputs = build_inputs(sched.chunks, tables, self.block_size, self.device)
-        hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, inputs.meta)
-        out = RunnerOutput()
-        if not inputs.sample_rows:
-            return out
-        rows_idx = torch.tensor(inputs.sample_rows, device=self.device)
-        logits = self.model.compute_logits(hidden[rows_idx])
-        chunks = [inputs.chunks[i] for i in inputs.sample_chunk_index]
+        tables = {c.request_id: self._requests[c.request_id].block_ids for c in sched.chunks}
+        hb = build_host_batch(sched.chunks, tables, self.block_size)
+        logits = self._forward(hb)
+        if logits is None:
+            return StepHandle(self, [], None, None, tokens_list=[])
+
+        chunks = [hb.chunks[i] for i in hb.sample_chunk_index]
         states = [self._requests[c.request_id] for c in chunks]
-        rows = [SamplingRow(st.params, st.prompt_token_ids, st.output_token_ids) for st in states]
-        tokens, logprobs = self.sampler(logits, rows)
-        for chunk, st, tok, lp in zip(chunks, states, tokens, logprobs):
-            st.output_token_ids.append(tok)
-            out.sampled_token_ids[chunk.request_id] = tok
-            if lp is not None:
-                out.logprobs[chunk.request_id] = lp
-        return out
+        if any(_needs_history(st.params) for st in states) and self._pending is not None:
+            self._pending.result()  # penalties need every earlier token on the host
+        rows = [SamplingRow(st.params, st.prompt_token_ids, st.output_token_ids, st.num_sampled)
+                for st in states]
+        tokens_dev, logprobs = self.sampler.sample(logits, rows)
+        for st in states:
+            st.num_sampled += 1
+        request_ids = [c.request_id for c in chunks]
+        self._last_tokens = tokens_dev
+        self._last_rows = {rid: i for i, rid in enumerate(request_ids)}
+        if self.device.type == "cuda":
+            host = torch.empty(len(request_ids), dtype=torch.int64, pin_memory=True)
+            host.copy_(tokens_dev, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record()
+            handle = StepHandle(self, request_ids, host, done)
+        else:
+            handle = StepHandle(self, request_ids, None, None, tokens_list=tokens_dev.tolist())
+        handle.logprobs = {rid: lp for rid, lp in zip(request_ids, logprobs) if lp is not None}
+        self._pending = handle
+        return handle
+
+    def _fill_placeholders(self, hb: HostBatch, input_ids: torch.Tensor) -> None:
+        """Write tokens the previous step sampled (still on the device) into input_ids."""
+        if not hb.placeholder_rows:
+            return
+        assert self._last_tokens is not None, "placeholder token without a previous step"
+        src = [self._last_rows[rid] for rid in hb.placeholder_request_ids]
+        dst = torch.tensor(hb.placeholder_rows, device=self.device)
+        input_ids[dst] = self._last_tokens[torch.tensor(src, device=self.device)]
+
+    def _forward(self, hb: HostBatch) -> torch.Tensor | None:
+        """Run the model; returns float32 logits of the sampled rows, or None if none."""
+        if self.graphs is not None and self.graphs.can_run(hb):
+            # Every decode samples, so the graph's logits rows are the sampled rows in order.
+            return self.graphs.run(hb, lambda ids: self._fill_placeholders(hb, ids))
+        inputs = to_device(hb, self.device)
+        # Decode kernels pick their split count from this bound: using the same static bound
+        # as the CUDA graphs makes eager and replayed steps compute identically.
+        inputs.meta.max_seq_len = max(inputs.meta.max_seq_len, self.max_model_len)
+        self._fill_placeholders(hb, inputs.input_ids)
+        hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, inputs.meta)
+        if not hb.sample_rows:
+            return None
+        rows = torch.from_numpy(np.asarray(hb.sample_rows, dtype=np.int64)).to(self.device, non_blocking=True)
+        return self.model.compute_logits(hidden[rows])
+
+
+def _needs_history(p: SamplingParams) -> bool:
+    return p.repetition_penalty != 1.0 or p.presence_penalty != 0.0 or p.frequency_penalty != 0.0

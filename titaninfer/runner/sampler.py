@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
+from titaninfer.layers.dispatch import use_triton
 from titaninfer.types import SamplingParams, TokenLogprobs
 
 _MASK64 = (1 << 64) - 1
@@ -34,27 +36,89 @@ class SamplingRow:
 
     params: SamplingParams
     prompt_token_ids: list[int]
-    output_token_ids: list[int]  # tokens generated so far (the next one has this index)
+    output_token_ids: list[int]  # tokens generated so far and known on the host
+    index: int | None = None  # index of the token being sampled (default: len(output_token_ids))
+
+    @property
+    def token_index(self) -> int:
+        return len(self.output_token_ids) if self.index is None else self.index
+
+
+def _fast_path_ok(p: SamplingParams) -> bool:
+    """Rows the fused device kernel handles: greedy, temperature, min-p, seeds."""
+    return (p.top_p == 1.0 and p.top_k in (0, 1) and p.repetition_penalty == 1.0
+            and p.presence_penalty == 0.0 and p.frequency_penalty == 0.0)
 
 
 class Sampler:
     def __init__(self, device: torch.device | str, seed: int = 0) -> None:
         self.device = torch.device(device)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self._host_rng = np.random.default_rng(seed)
 
     @torch.no_grad()
     def __call__(self, logits: torch.Tensor, rows: list[SamplingRow]
                  ) -> tuple[list[int], list[TokenLogprobs | None]]:
         """logits: [N, V] float32 -> (token id per row, logprobs per row or None)."""
-        n, vocab = logits.shape
-        want_logprobs = [r.params.logprobs is not None for r in rows]
-        raw_logprobs = torch.log_softmax(logits, dim=-1) if any(want_logprobs) else None
+        tokens, logprobs = self.sample(logits, rows)
+        return tokens.tolist(), logprobs
 
+    @torch.no_grad()
+    def sample(self, logits: torch.Tensor, rows: list[SamplingRow]
+               ) -> tuple[torch.Tensor, list[TokenLogprobs | None]]:
+        """Like __call__ but leaves the tokens on the device (no synchronisation unless a
+        row asked for logprobs)."""
+        # Each row takes one path whatever else is in the batch, so a seeded row's tokens
+        # never depend on its neighbours.
+        fused = [i for i, r in enumerate(rows) if _fast_path_ok(r.params)] if use_triton(logits) else []
+        if len(fused) == len(rows):
+            tokens = self._sample_fused(logits, rows)
+        elif not fused:
+            tokens = self._sample_torch(logits, rows)
+        else:
+            rest = [i for i in range(len(rows)) if i not in set(fused)]
+            tokens = torch.empty(len(rows), dtype=torch.long, device=logits.device)
+            fi = torch.tensor(fused, device=logits.device)
+            ri = torch.tensor(rest, device=logits.device)
+            tokens[fi] = self._sample_fused(logits[fi], [rows[i] for i in fused])
+            tokens[ri] = self._sample_torch(logits[ri], [rows[i] for i in rest])
+        out_lp: list[TokenLogprobs | None] = [None] * len(rows)
+        lp_rows = [i for i, r in enumerate(rows) if r.params.logprobs is not None]
+        if lp_rows:
+            raw = torch.log_softmax(logits[torch.tensor(lp_rows, device=logits.device)], dim=-1)
+            toks = tokens[torch.tensor(lp_rows, device=logits.device)].tolist()
+            for j, i in enumerate(lp_rows):
+                out_lp[i] = _token_logprobs(raw[j], toks[j], rows[i].params.logprobs or 0)
+        return tokens, out_lp
+
+    def _sample_fused(self, logits: torch.Tensor, rows: list[SamplingRow]) -> torch.Tensor:
+        from titaninfer.kernels.sampling import sample_tokens
+
+        n = len(rows)
+        temp = np.empty(n, dtype=np.float32)
+        min_p = np.empty(n, dtype=np.float32)
+        seeds = self._host_rng.integers(0, 1 << 62, size=n, dtype=np.int64)
+        offsets = np.empty(n, dtype=np.int64)
+        for i, r in enumerate(rows):
+            p = r.params
+            temp[i] = 0.0 if p.greedy else p.temperature
+            min_p[i] = p.min_p
+            offsets[i] = r.token_index
+            if p.seed is not None:
+                seeds[i] = p.seed & ((1 << 63) - 1)
+        floats = torch.from_numpy(np.stack([temp, min_p])).pin_memory().to(self.device, non_blocking=True)
+        ints = torch.from_numpy(np.stack([seeds, offsets])).pin_memory().to(self.device, non_blocking=True)
+        return sample_tokens(logits.float(), floats[0], floats[1], ints[0], ints[1])
+
+    def _sample_torch(self, logits: torch.Tensor, rows: list[SamplingRow]) -> torch.Tensor:
+        n, vocab = logits.shape
         logits = self._apply_penalties(logits, rows)
         greedy = [r.params.greedy for r in rows]
         tokens = torch.empty(n, dtype=torch.long, device=logits.device)
         greedy_idx = [i for i, g in enumerate(greedy) if g]
         sample_idx = [i for i, g in enumerate(greedy) if not g]
+        if len(greedy_idx) == n:
+            return logits.argmax(dim=-1)
         if greedy_idx:
             gi = torch.tensor(greedy_idx, device=logits.device)
             tokens[gi] = logits[gi].argmax(dim=-1)
@@ -63,15 +127,7 @@ class Sampler:
             probs = self._filtered_probs(logits[si], [rows[i].params for i in sample_idx])
             expo = self._exponentials([rows[i] for i in sample_idx], vocab)
             tokens[si] = (probs / expo).argmax(dim=-1)
-        token_list = tokens.tolist()
-
-        out_lp: list[TokenLogprobs | None] = [None] * n
-        if raw_logprobs is not None:
-            for i, r in enumerate(rows):
-                if r.params.logprobs is None:
-                    continue
-                out_lp[i] = _token_logprobs(raw_logprobs[i], token_list[i], r.params.logprobs)
-        return token_list, out_lp
+        return tokens
 
     # ------------------------------------------------------------------ steps
     def _apply_penalties(self, logits: torch.Tensor, rows: list[SamplingRow]) -> torch.Tensor:
@@ -134,7 +190,7 @@ class Sampler:
             if r.params.seed is not None:
                 assert isinstance(r.params.seed, int)
                 g = torch.Generator(device=self.device).manual_seed(
-                    mix_seed(r.params.seed, len(r.output_token_ids)))
+                    mix_seed(r.params.seed, r.token_index))
                 out[i].exponential_(generator=g)
         return out.clamp_(min=1e-10)
 

@@ -18,8 +18,8 @@ class RequestStatus(enum.Enum):
 
 @dataclass(eq=False)
 class Request:
-    """`num_computed_tokens` counts tokens whose KV is in the cache (or scheduled into it
-    this step). Invariant: 0 <= num_computed_tokens <= num_tokens."""
+    """`num_computed_tokens` counts tokens whose KV is in the cache (or scheduled into it).
+    Invariant: 0 <= num_computed_tokens <= num_tokens + num_pending_tokens."""
 
     request_id: str
     prompt_token_ids: list[int]
@@ -31,6 +31,9 @@ class Request:
     cache_salt: str | None = None
     output_token_ids: list[int] = field(default_factory=list)
     num_computed_tokens: int = 0
+    # Tokens sampled by a step still in flight (asynchronous scheduling): their ids are not
+    # known yet, but the next step may already compute them (as placeholders).
+    num_pending_tokens: int = 0
     num_cached_tokens: int = 0  # prompt tokens served from the prefix cache at admission
     status: RequestStatus = RequestStatus.WAITING
     num_preemptions: int = 0
@@ -50,6 +53,10 @@ class Request:
         return self.status is RequestStatus.FINISHED
 
     def token_ids_slice(self, start: int, end: int) -> list[int]:
+        """Token ids at positions [start, end); -1 for pending (not yet known) tokens."""
+        known = self.num_tokens
+        if end > known:
+            return self.token_ids_slice(start, known) + [-1] * (end - max(start, known))
         p = len(self.prompt_token_ids)
         if end <= p:
             return self.prompt_token_ids[start:end]

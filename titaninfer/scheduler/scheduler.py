@@ -33,8 +33,11 @@ from titaninfer.types import (
 
 class Scheduler:
     def __init__(self, config: SchedulerConfig, kv: KVCacheManager, max_model_len: int,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, async_scheduling: bool = False) -> None:
         self.config = config
+        # With async scheduling, step N+1 is scheduled before step N's tokens are known:
+        # a request that sampled in step N decodes its (pending) token in step N+1.
+        self.async_scheduling = async_scheduling
         self.kv = kv
         self.max_model_len = max_model_len
         self.clock = clock
@@ -118,9 +121,11 @@ class Scheduler:
                     break
                 if req.request_id in scheduled or req.status is not RequestStatus.RUNNING:
                     continue
-                remaining = req.num_tokens - req.num_computed_tokens
+                remaining = req.num_tokens + req.num_pending_tokens - req.num_computed_tokens
                 if (remaining == 1) != decode_pass or remaining <= 0:
                     continue
+                if req.num_pending_tokens and self._will_finish_on_length(req):
+                    continue  # its pending token is its last: computing it would be wasted
                 num_new = min(remaining, budget)
                 preemptions_before = self.num_preemptions
                 new_blocks = self._allocate_or_preempt(req, num_new, scheduled)
@@ -135,6 +140,10 @@ class Scheduler:
         if not preempted:
             self._admit_waiting(out, budget, now)
         return out
+
+    def _will_finish_on_length(self, req: Request) -> bool:
+        n = req.num_tokens + req.num_pending_tokens
+        return len(req.output_token_ids) + req.num_pending_tokens >= req.max_tokens or n >= self.max_model_len
 
     def _allocate_or_preempt(self, req: Request, num_new: int, scheduled: set[str]) -> list[int] | None:
         """Blocks for req's next `num_new` tokens, preempting others (or req itself) until
@@ -152,8 +161,11 @@ class Scheduler:
     def _admit_waiting(self, out: SchedulerOutput, budget: int, now: float) -> int:
         key = self.policy.key
         self.waiting.sort(key=lambda r: key(r, now))
-        while self.waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
-            req = self.waiting[0]
+        for req in list(self.waiting):
+            if budget <= 0 or len(self.running) >= self.config.max_num_seqs:
+                break
+            if req.num_pending_tokens:
+                continue  # preempted while its last token was in flight: wait for it
             if req.num_computed_tokens == 0:
                 cached = self.kv.match_prefix(req.request_id, req.all_token_ids, req.cache_salt)
                 req.num_computed_tokens = cached
@@ -168,7 +180,7 @@ class Scheduler:
             if new_blocks is None:
                 self._undo_match(req)
                 break
-            self.waiting.pop(0)
+            self.waiting.remove(req)
             self.running.append(req)
             req.status = RequestStatus.RUNNING
             out.new_requests.append(NewRequestData(
@@ -189,12 +201,15 @@ class Scheduler:
     def _chunk(self, req: Request, num_new: int, new_blocks: list[int]) -> ScheduledChunk:
         start = req.num_computed_tokens
         req.num_computed_tokens = start + num_new
+        sample = req.num_computed_tokens == req.num_tokens + req.num_pending_tokens
+        if sample and self.async_scheduling:
+            req.num_pending_tokens += 1
         return ScheduledChunk(
             request_id=req.request_id,
             token_ids=req.token_ids_slice(start, start + num_new),
             start_pos=start,
             new_block_ids=new_blocks,
-            sample=req.num_computed_tokens == req.num_tokens,
+            sample=sample,
         )
 
     # ------------------------------------------------------------------ update
@@ -204,11 +219,17 @@ class Scheduler:
         updated: list[Request] = []
         for chunk in sched_out.chunks:
             req = self.requests.get(chunk.request_id)
-            if req is None or req.status is not RequestStatus.RUNNING:
-                continue  # aborted or preempted while the step ran
-            self.kv.commit_full_blocks(req.request_id, req.all_token_ids, req.num_computed_tokens)
+            if req is None:
+                continue  # finished or aborted while the step ran
+            if req.status is RequestStatus.RUNNING:
+                self.kv.commit_full_blocks(req.request_id, req.all_token_ids,
+                                           min(req.num_computed_tokens, req.num_tokens))
             if not chunk.sample:
                 continue
+            if self.async_scheduling:
+                req.num_pending_tokens -= 1
+            elif req.status is not RequestStatus.RUNNING:
+                continue  # cannot happen synchronously: preemption follows update
             token = runner_out.sampled_token_ids[chunk.request_id]
             req.output_token_ids.append(token)
             reason = req.check_stop_token(token, self.max_model_len)

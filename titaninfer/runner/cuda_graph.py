@@ -1,0 +1,127 @@
+"""CUDA graphs for decode steps: model forward + LM head captured once per batch size.
+
+A decode step launches hundreds of small kernels; replaying a captured graph removes the
+per-launch CPU cost, which at batch 1 is most of the step. Graphs read their inputs from
+static device buffers; a batch of B sequences runs on the smallest captured size >= B
+with the extra rows padded (seq_len 0: zero attention output; slot -1: nothing stored;
+their logits are ignored). Batches larger than the largest size, or containing prefill
+chunks, run eagerly.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from titaninfer.layers.attention_metadata import AttentionMetadata
+from titaninfer.runner.batch import HostBatch
+
+logger = logging.getLogger(__name__)
+
+
+def default_capture_sizes(max_num_seqs: int) -> list[int]:
+    sizes = [1, 2, 4, 8] + list(range(16, 257, 16))
+    return [s for s in sizes if s <= max_num_seqs] or [1]
+
+
+class DecodeGraphs:
+    def __init__(self, model: nn.Module, kv_caches: list[tuple[torch.Tensor, torch.Tensor]],
+                 sizes: list[int], max_blocks_per_seq: int, block_size: int, device: torch.device) -> None:
+        self.model = model
+        self.kv_caches = kv_caches
+        self.sizes = sorted(sizes)
+        self.max_bs = self.sizes[-1]
+        self.block_size = block_size
+        self.max_blocks = max_blocks_per_seq
+        self.max_seq_len = max_blocks_per_seq * block_size  # static bound for the kernels
+        self.device = device
+        mb = self.max_bs
+        self.input_ids = torch.zeros(mb, dtype=torch.int64, device=device)
+        self.positions = torch.zeros(mb, dtype=torch.int64, device=device)
+        self.slot_mapping = torch.full((mb,), -1, dtype=torch.int64, device=device)
+        self.seq_lens = torch.zeros(mb, dtype=torch.int32, device=device)
+        self.block_tables = torch.zeros((mb, max_blocks_per_seq), dtype=torch.int32, device=device)
+        self.query_start_loc = torch.arange(mb + 1, dtype=torch.int32, device=device)
+        # Pinned staging for the per-step host->device copies: [ids, pos, slots, seq_lens]
+        self._staging = torch.zeros((4, mb), dtype=torch.int64, pin_memory=True)
+        self._staging_tables = torch.zeros((mb, max_blocks_per_seq), dtype=torch.int32, pin_memory=True)
+        self._staging_free = torch.cuda.Event()
+        self._staging_free.record()
+        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self.logits: dict[int, torch.Tensor] = {}
+        self.pool = None
+        self.capture_s = 0.0
+
+    def _meta(self, bs: int) -> AttentionMetadata:
+        return AttentionMetadata(
+            slot_mapping=self.slot_mapping[:bs], query_start_loc=self.query_start_loc[:bs + 1],
+            seq_lens=self.seq_lens[:bs], block_tables=self.block_tables[:bs], num_decodes=bs,
+            max_query_len=1, max_seq_len=self.max_seq_len,
+            query_start_loc_cpu=list(range(bs + 1)), seq_lens_cpu=[1] * bs)
+
+    def _forward(self, bs: int) -> torch.Tensor:
+        hidden = self.model(self.input_ids[:bs], self.positions[:bs], self.kv_caches, self._meta(bs))
+        return self.model.compute_logits(hidden)
+
+    @torch.inference_mode()
+    def capture(self) -> None:
+        t0 = time.perf_counter()
+        self.seq_lens.fill_(1)  # capture-time values: every row attends to one token
+        for bs in reversed(self.sizes):  # largest first so smaller graphs reuse its pool
+            for _ in range(2):  # warm up: Triton compiles, cuBLAS picks its kernels
+                self._forward(bs)
+            torch.cuda.synchronize(self.device)
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g, pool=self.pool):
+                self.logits[bs] = self._forward(bs)
+            if self.pool is None:
+                self.pool = g.pool()
+            self.graphs[bs] = g
+        self.seq_lens.zero_()
+        torch.cuda.synchronize(self.device)
+        self.capture_s = time.perf_counter() - t0
+        logger.info("captured %d decode graphs (batch %s) in %.1f s", len(self.sizes), self.sizes, self.capture_s)
+
+    def size_for(self, num_seqs: int) -> int | None:
+        for s in self.sizes:
+            if s >= num_seqs:
+                return s
+        return None
+
+    def can_run(self, hb: HostBatch) -> bool:
+        return (hb.all_decode and self.size_for(len(hb.chunks)) is not None
+                and hb.block_tables.shape[1] <= self.max_blocks)
+
+    def run(self, hb: HostBatch, fill_placeholders=None) -> torch.Tensor:
+        """Replay the graph for hb (all decodes); returns logits [B, V] (a view into the
+        graph's output, valid until the next replay)."""
+        b = len(hb.chunks)
+        bs = self.size_for(b)
+        assert bs is not None
+        nblk = hb.block_tables.shape[1]
+        # The previous step's copies must have left the staging buffers before we refill them.
+        self._staging_free.synchronize()
+        st = self._staging.numpy()
+        st[0, :b] = np.where(hb.input_ids < 0, 0, hb.input_ids)
+        st[1, :b] = hb.positions
+        st[2, :b] = hb.slot_mapping
+        st[3, :b] = hb.seq_lens
+        st[0, b:bs] = 0
+        st[1, b:bs] = 0
+        st[2, b:bs] = -1  # padding rows store nothing
+        st[3, b:bs] = 0  # and attend to nothing
+        self._staging_tables.numpy()[:b, :nblk] = hb.block_tables
+        self.input_ids[:bs].copy_(self._staging[0, :bs], non_blocking=True)
+        self.positions[:bs].copy_(self._staging[1, :bs], non_blocking=True)
+        self.slot_mapping[:bs].copy_(self._staging[2, :bs], non_blocking=True)
+        self.seq_lens[:bs].copy_(self._staging[3, :bs], non_blocking=True)
+        self.block_tables[:b, :nblk].copy_(self._staging_tables[:b, :nblk], non_blocking=True)
+        self._staging_free.record()
+        if fill_placeholders is not None:
+            fill_placeholders(self.input_ids)
+        self.graphs[bs].replay()
+        return self.logits[bs][:b]
