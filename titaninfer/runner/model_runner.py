@@ -20,7 +20,7 @@ from torch import nn
 
 from titaninfer import env
 from titaninfer.config import ModelConfig
-from titaninfer.runner.batch import HostBatch, build_host_batch, to_device
+from titaninfer.runner.batch import HostBatch, build_host_batch, host_to_device, to_device
 from titaninfer.runner.kv_cache import allocate_kv_cache
 from titaninfer.runner.sampler import Sampler, SamplingRow
 from titaninfer.types import RunnerOutput, SamplingParams, SchedulerOutput
@@ -154,8 +154,13 @@ class ModelRunner:
             return
         assert self._last_tokens is not None, "placeholder token without a previous step"
         src = [self._last_rows[rid] for rid in hb.placeholder_request_ids]
-        dst = torch.tensor(hb.placeholder_rows, device=self.device)
-        input_ids[dst] = self._last_tokens[torch.tensor(src, device=self.device)]
+        n = len(src)
+        if src == list(range(n)) and hb.placeholder_rows == src:
+            input_ids[:n].copy_(self._last_tokens[:n])  # same batch order as last step
+            return
+        dst_t = host_to_device(np.asarray(hb.placeholder_rows, dtype=np.int64), self.device)
+        src_t = host_to_device(np.asarray(src, dtype=np.int64), self.device)
+        input_ids[dst_t] = self._last_tokens[src_t]
 
     def _forward(self, hb: HostBatch) -> torch.Tensor | None:
         """Run the model; returns float32 logits of the sampled rows, or None if none."""
@@ -170,7 +175,7 @@ class ModelRunner:
         hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, inputs.meta)
         if not hb.sample_rows:
             return None
-        rows = torch.from_numpy(np.asarray(hb.sample_rows, dtype=np.int64)).to(self.device, non_blocking=True)
+        rows = host_to_device(np.asarray(hb.sample_rows, dtype=np.int64), self.device)
         return self.model.compute_logits(hidden[rows])
 
 

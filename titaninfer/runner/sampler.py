@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from titaninfer.layers.dispatch import use_triton
+from titaninfer.runner.batch import host_to_device
 from titaninfer.types import SamplingParams, TokenLogprobs
 
 _MASK64 = (1 << 64) - 1
@@ -76,10 +77,11 @@ class Sampler:
         elif not fused:
             tokens = self._sample_torch(logits, rows)
         else:
-            rest = [i for i in range(len(rows)) if i not in set(fused)]
+            fused_set = set(fused)
+            rest = [i for i in range(len(rows)) if i not in fused_set]
             tokens = torch.empty(len(rows), dtype=torch.long, device=logits.device)
-            fi = torch.tensor(fused, device=logits.device)
-            ri = torch.tensor(rest, device=logits.device)
+            fi = host_to_device(np.asarray(fused, dtype=np.int64), logits.device)
+            ri = host_to_device(np.asarray(rest, dtype=np.int64), logits.device)
             tokens[fi] = self._sample_fused(logits[fi], [rows[i] for i in fused])
             tokens[ri] = self._sample_torch(logits[ri], [rows[i] for i in rest])
         out_lp: list[TokenLogprobs | None] = [None] * len(rows)
@@ -106,8 +108,8 @@ class Sampler:
             offsets[i] = r.token_index
             if p.seed is not None:
                 seeds[i] = p.seed & ((1 << 63) - 1)
-        floats = torch.from_numpy(np.stack([temp, min_p])).pin_memory().to(self.device, non_blocking=True)
-        ints = torch.from_numpy(np.stack([seeds, offsets])).pin_memory().to(self.device, non_blocking=True)
+        floats = host_to_device(np.stack([temp, min_p]), self.device)
+        ints = host_to_device(np.stack([seeds, offsets]), self.device)
         return sample_tokens(logits.float(), floats[0], floats[1], ints[0], ints[1])
 
     def _sample_torch(self, logits: torch.Tensor, rows: list[SamplingRow]) -> torch.Tensor:
