@@ -1,0 +1,248 @@
+"""Paged decode attention: one query token per sequence over its paged KV context, with
+GQA and flash-decoding (split-K). Semantics: `reference.paged_decode_attention_ref`.
+
+Work decomposition. A program owns (sequence b, KV head h, split s): it loads each K/V
+tile of its token range ONCE and uses it for all GROUP = Hq / Hk query heads of h, as a
+[GROUP_PAD, D] x [D, BLOCK_N] tensor-core dot (GROUP_PAD >= 16 rows, the smallest dot;
+the extra rows are free because decode is bound by the K/V bytes, not by FLOPs).
+With few (b, h) pairs (small batch, long context) the context is cut into NUM_SPLITS
+contiguous ranges handled by separate programs; each writes its normalised partial
+output and log-sum-exp, and a second kernel merges them (out = sum_s w_s o_s / sum_s w_s,
+w_s = 2^(lse_s - max lse)). With enough (b, h) pairs there is one split and the first
+kernel writes the output directly.
+
+CUDA graphs: the grid, NUM_SPLITS and the workspace size depend only on tensor shapes
+and on static Python ints (max_seq_len, the device's SM count), never on tensor data; the
+per-sequence split ranges are computed on the device from seq_lens. No host sync.
+
+Bytes (the roofline number): K and V of every context token read once,
+2 * sum(seq_lens) * Hk * D * elem_size; q, out and the split workspace are noise.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+# The Triton interpreter (CPU) rounds float32 -> bfloat16 by truncation and computes bf16
+# dots wrongly; under it, dots run in float32 and rounding emulates the GPU's RNE.
+_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+_MIN_TOKENS_PER_SPLIT = 256  # below this a split costs more in merging than it gains
+_MAX_SPLITS = 64
+# With the default config a program uses ~103 registers x 128 threads and ~39 KiB of
+# shared memory, so 4 fit on an SM (measured on H100 with ncu). Splitting aims to fill
+# those slots in ONE wave (a partial second wave would double the time of its programs);
+# (b, h) pairs alone are enough once they cover 2 programs per SM.
+_SLOTS_PER_SM = 4
+_NO_SPLIT_PER_SM = 2
+_DEFAULT_NUM_SMS = 132  # H100 SXM; used under the interpreter
+
+
+@triton.jit
+def _round_to(x, dtype: tl.constexpr, emulate_rne: tl.constexpr):
+    """float32 -> dtype with round-to-nearest-even, also under the interpreter."""
+    if emulate_rne and dtype == tl.bfloat16:
+        bits = x.to(tl.uint32, bitcast=True)
+        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+        return bits.to(tl.float32, bitcast=True).to(dtype)
+    return x.to(dtype)
+
+
+@triton.jit
+def _decode_split_kernel(
+    q_ptr, kc_ptr, vc_ptr, seq_lens_ptr, bt_ptr, out_ptr, part_o_ptr, part_lse_ptr,
+    qk_scale_log2,
+    q_s0, q_s1, kc_s0, kc_s1, kc_s2, vc_s0, vc_s1, vc_s2, bt_s0, o_s0, o_s1,
+    num_q_heads,
+    GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
+    KV_BLOCK: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr,
+    DOT_DTYPE: tl.constexpr, EMULATE_RNE: tl.constexpr,
+):
+    b = tl.program_id(0)
+    kvh = tl.program_id(1)
+    split = tl.program_id(2)
+    seq_len = tl.load(seq_lens_ptr + b)
+    # Equal, BLOCK_N-aligned ranges of this sequence's own length: short sequences leave
+    # trailing splits empty instead of giving every split a sliver.
+    per_split = tl.cdiv(tl.cdiv(seq_len, NUM_SPLITS), BLOCK_N) * BLOCK_N
+    lo = split * per_split
+    hi = tl.minimum(lo + per_split, seq_len)
+
+    g = tl.arange(0, GROUP_PAD)
+    d = tl.arange(0, HEAD_DIM)
+    g_ok = g < GROUP
+    heads = kvh * GROUP + g
+    q = tl.load(q_ptr + b.to(tl.int64) * q_s0 + heads[:, None] * q_s1 + d[None, :],
+                mask=g_ok[:, None], other=0.0).to(DOT_DTYPE)
+
+    m_i = tl.full([GROUP_PAD], float("-inf"), tl.float32)
+    l_i = tl.zeros([GROUP_PAD], tl.float32)
+    acc = tl.zeros([GROUP_PAD, HEAD_DIM], tl.float32)
+    bt_row = bt_ptr + b.to(tl.int64) * bt_s0
+    for start in range(lo, hi, BLOCK_N):
+        n = start + tl.arange(0, BLOCK_N)
+        n_ok = n < hi
+        # Per-token block lookup: a tile may span several KV blocks (or part of one).
+        blk = tl.load(bt_row + n // KV_BLOCK, mask=n_ok, other=0).to(tl.int64)
+        off = n % KV_BLOCK
+        k = tl.load(kc_ptr + (blk * kc_s0 + off * kc_s1 + kvh * kc_s2)[:, None] + d[None, :],
+                    mask=n_ok[:, None], other=0.0)
+        v = tl.load(vc_ptr + (blk * vc_s0 + off * vc_s1 + kvh * vc_s2)[:, None] + d[None, :],
+                    mask=n_ok[:, None], other=0.0)
+        s = tl.dot(q, tl.trans(k.to(DOT_DTYPE))) * qk_scale_log2  # [GROUP_PAD, BLOCK_N]
+        s = tl.where(n_ok[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(s - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(DOT_DTYPE), v.to(DOT_DTYPE))
+        m_i = m_new
+
+    has = l_i > 0.0  # false only for an empty range (seq_len 0 or a trailing split)
+    o = acc / tl.where(has, l_i, 1.0)[:, None]
+    if NUM_SPLITS == 1:
+        dst = out_ptr + b.to(tl.int64) * o_s0 + heads[:, None] * o_s1 + d[None, :]
+        tl.store(dst, _round_to(o, out_ptr.dtype.element_ty, EMULATE_RNE), mask=g_ok[:, None])
+    else:
+        row = (b.to(tl.int64) * num_q_heads + heads) * NUM_SPLITS + split  # [B, Hq, S] index
+        tl.store(part_o_ptr + row[:, None] * HEAD_DIM + d[None, :], o, mask=g_ok[:, None])
+        lse = tl.where(has, m_i + tl.log2(tl.where(has, l_i, 1.0)), float("-inf"))
+        tl.store(part_lse_ptr + row, lse, mask=g_ok)
+
+
+@triton.jit
+def _decode_merge_kernel(
+    part_o_ptr, part_lse_ptr, out_ptr, o_s0, o_s1, num_q_heads,
+    NUM_SPLITS: tl.constexpr, SPLITS_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
+    EMULATE_RNE: tl.constexpr,
+):
+    b = tl.program_id(0).to(tl.int64)
+    h = tl.program_id(1)
+    s = tl.arange(0, SPLITS_PAD)
+    d = tl.arange(0, HEAD_DIM)
+    s_ok = s < NUM_SPLITS
+    row = (b * num_q_heads + h) * NUM_SPLITS + s
+    lse = tl.load(part_lse_ptr + row, mask=s_ok, other=float("-inf"))
+    m = tl.max(lse, 0)
+    m = tl.where(m == float("-inf"), 0.0, m)  # all splits empty: weights 0, output 0
+    w = tl.exp2(lse - m)
+    o = tl.load(part_o_ptr + row[:, None] * HEAD_DIM + d[None, :], mask=s_ok[:, None], other=0.0)
+    denom = tl.sum(w, 0)
+    res = tl.sum(o * w[:, None], 0) / tl.where(denom > 0.0, denom, 1.0)
+    tl.store(out_ptr + b * o_s0 + h * o_s1 + d,
+             _round_to(res, out_ptr.dtype.element_ty, EMULATE_RNE))
+
+
+@functools.cache
+def _num_sms(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def _device_sms(device: torch.device) -> int:
+    if device.type != "cuda":
+        return _DEFAULT_NUM_SMS
+    return _num_sms(device.index if device.index is not None else torch.cuda.current_device())
+
+
+def choose_num_splits(batch: int, num_kv_heads: int, max_context: int, num_sms: int) -> int:
+    """Splits per (sequence, KV head): enough programs to cover the SMs, none shorter than
+    _MIN_TOKENS_PER_SPLIT tokens. Static ints only, so the choice is CUDA-graph safe."""
+    base = max(batch * num_kv_heads, 1)
+    if base >= num_sms * _NO_SPLIT_PER_SM:
+        return 1
+    by_len = max(1, max_context // _MIN_TOKENS_PER_SPLIT)
+    splits = max(1, min(num_sms * _SLOTS_PER_SM // base, by_len, _MAX_SPLITS))
+    # NUM_SPLITS is a constexpr: round down to a power of two so that eager steps, whose
+    # batch and context change every step, compile at most log2(_MAX_SPLITS) + 1 variants.
+    return 1 << (splits.bit_length() - 1)
+
+
+def decode_config(head_dim: int) -> tuple[int, int, int]:
+    """(BLOCK_N, num_warps, num_stages) by head dim: a K+V tile of 32 KiB (bf16) per stage,
+    double-buffered; four programs fit per SM. Chosen by `bench.kernels --sweep` on H100:
+    within 1-2% of the best of 7 configs at B=64/4K, B=8/8K and B=1/32K."""
+    block_n = max(16, min(128, 8192 // head_dim))
+    return block_n, 4, 2
+
+
+def paged_decode_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    seq_lens: torch.Tensor,
+    block_tables: torch.Tensor,
+    scale: float,
+    max_seq_len: int | None = None,
+    out: torch.Tensor | None = None,
+    *,
+    num_splits: int | None = None,
+    config: tuple[int, int, int] | None = None,
+) -> torch.Tensor:
+    """q: [B, Hq, D] -> [B, Hq, D] (q's dtype; written into `out` when given).
+
+    k_cache/v_cache: [num_blocks, block_size, Hk, D] fp16/bf16; seq_lens: [B] int32 (a 0
+    gives a zero output row); block_tables: [B, max_blocks] int32. max_seq_len, when
+    given, is a static upper bound on seq_lens (it only lowers the split count; under CUDA
+    graphs pass the same value at capture and replay). num_splits / config override the
+    heuristics (tests, tuning). D must be a power of two in [16, 256]; Hq % Hk == 0.
+    """
+    b, hq, d = q.shape
+    nb, kv_block, hk, d_c = k_cache.shape
+    if v_cache.shape != k_cache.shape or d_c != d:
+        raise ValueError(f"q {tuple(q.shape)} / caches {tuple(k_cache.shape)}, "
+                         f"{tuple(v_cache.shape)} disagree")
+    if hq % hk:
+        raise ValueError(f"{hq} query heads are not a multiple of {hk} KV heads")
+    if d & (d - 1) or not 16 <= d <= 256:
+        raise ValueError(f"head dim {d} must be a power of two in [16, 256]")
+    if k_cache.dtype not in (torch.float16, torch.bfloat16) or v_cache.dtype != k_cache.dtype:
+        raise TypeError(f"caches must be fp16/bf16, got {k_cache.dtype}/{v_cache.dtype}")
+    if q.stride(-1) != 1 or k_cache.stride(-1) != 1 or v_cache.stride(-1) != 1:
+        raise ValueError("q and caches need a contiguous last dim")
+    if seq_lens.shape != (b,) or block_tables.dim() != 2 or block_tables.shape[0] != b:
+        raise ValueError(f"seq_lens {tuple(seq_lens.shape)} / block_tables "
+                         f"{tuple(block_tables.shape)} do not match batch {b}")
+    if out is None:
+        out = torch.empty((b, hq, d), dtype=q.dtype, device=q.device)
+    elif out.shape != (b, hq, d) or out.stride(-1) != 1:
+        raise ValueError(f"out must be [{b}, {hq}, {d}] with a contiguous last dim")
+    if b == 0:
+        return out
+
+    block_n, num_warps, num_stages = config or decode_config(d)
+    if num_splits is None:
+        max_context = block_tables.shape[1] * kv_block
+        if max_seq_len is not None:
+            max_context = min(max_context, max_seq_len)
+        num_splits = choose_num_splits(b, hk, max_context, _device_sms(q.device))
+    group = hq // hk
+    dot_dtype = tl.float32 if _INTERPRET else (
+        tl.bfloat16 if k_cache.dtype == torch.bfloat16 else tl.float16)
+    if num_splits > 1:
+        part_o = torch.empty((b, hq, num_splits, d), dtype=torch.float32, device=q.device)
+        part_lse = torch.empty((b, hq, num_splits), dtype=torch.float32, device=q.device)
+    else:
+        part_o = part_lse = out  # never touched: the kernel writes `out` directly
+    _decode_split_kernel[(b, hk, num_splits)](
+        q, k_cache, v_cache, seq_lens, block_tables, out, part_o, part_lse,
+        scale * 1.4426950408889634,  # log2(e): softmax in base 2 (exp2 is one instruction)
+        q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), block_tables.stride(0),
+        out.stride(0), out.stride(1), hq,
+        GROUP=group, GROUP_PAD=max(16, triton.next_power_of_2(group)), HEAD_DIM=d,
+        KV_BLOCK=kv_block, BLOCK_N=block_n, NUM_SPLITS=num_splits,
+        DOT_DTYPE=dot_dtype, EMULATE_RNE=_INTERPRET,
+        num_warps=num_warps, num_stages=num_stages,
+    )
+    if num_splits > 1:
+        _decode_merge_kernel[(b, hq)](
+            part_o, part_lse, out, out.stride(0), out.stride(1), hq,
+            NUM_SPLITS=num_splits, SPLITS_PAD=triton.next_power_of_2(num_splits), HEAD_DIM=d,
+            EMULATE_RNE=_INTERPRET, num_warps=4,
+        )
+    return out
