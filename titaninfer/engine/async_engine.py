@@ -44,6 +44,9 @@ class AsyncLLMEngine:
         self._wakeup = threading.Event()
         self._stop = threading.Event()
         self._dead: BaseException | None = None
+        # Futures of queued commands, so a crashed engine thread can fail them (else their
+        # callers would wait forever).
+        self._pending: set[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = set()
         self._thread = threading.Thread(target=self._run, name="titaninfer-engine", daemon=True)
         self._stats = engine.stats()
         self._thread.start()
@@ -72,9 +75,16 @@ class AsyncLLMEngine:
             else:
                 loop.call_soon_threadsafe(_set_result, fut, result)
 
-        self._commands.put(run)
-        self._wakeup.set()
-        return await fut
+        entry = (loop, fut)
+        self._pending.add(entry)
+        try:
+            self._commands.put(run)
+            self._wakeup.set()
+            if self._dead is not None:  # died before it could see the command
+                raise EngineDeadError(f"engine stopped: {self._dead!r}")
+            return await fut
+        finally:
+            self._pending.discard(entry)
 
     async def generate(self, prompt: str | list[int], params: SamplingParams, request_id: str,
                        priority: int = 0, cache_salt: str | None = None) -> AsyncIterator[RequestOutput]:
@@ -108,7 +118,15 @@ class AsyncLLMEngine:
                 self._wakeup.set()
 
     async def abort(self, request_id: str) -> None:
-        await self._call(lambda: self.engine.abort(request_id))
+        def run() -> None:
+            final = self.engine.abort(request_id)
+            # The request's generate() waits on its stream: hand it the final (aborted)
+            # output, or it would wait forever.
+            stream = self._streams.get(request_id)
+            if final is not None and stream is not None:
+                stream.put(final)
+
+        await self._call(run)
 
     async def call(self, fn: Callable[[LLMEngine], Any]) -> Any:
         """Run fn(engine) on the engine thread (e.g. tokenization that must not race a step)."""
@@ -148,6 +166,8 @@ class AsyncLLMEngine:
             self._dead = e
             for stream in list(self._streams.values()):
                 stream.put(EngineDeadError(f"engine stopped: {e!r}"))
+            for loop, fut in list(self._pending):
+                loop.call_soon_threadsafe(_set_exception, fut, EngineDeadError(f"engine stopped: {e!r}"))
 
 
 def _set_result(fut: asyncio.Future, value: Any) -> None:
