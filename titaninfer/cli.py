@@ -186,4 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run through the importable module, not this __main__ copy: subcommand plugins
+    # register themselves with titaninfer.cli, which would otherwise be a second module.
+    from titaninfer.cli import main as _main
+
+    sys.exit(_main())

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# One device call = one stage list. Each step has its own timeout so a failure is logged and
+# the rest still runs; a one-line status per step is printed last.
+#   bash benchmarks/gpu_session.sh smoke tests latency offline-qwen ...
+# Logs and packs go under $OUT (the device tool brings them back).
+set -u
+FINAL=${OUT:-/tmp/titaninfer-out}; OUT=$FINAL/w; mkdir -p "$OUT"  # all of it comes back as one tarball
+export PYTHONPATH=$PWD TITANINFER_CACHE_DIR=$OUT/cache PYTHONUNBUFFERED=1
+RESULTS=$OUT/results; mkdir -p "$RESULTS"
+STATUS=()
+step() {  # step NAME TIMEOUT_S CMD...
+  local name=$1 t=$2; shift 2
+  local t0=$SECONDS
+  timeout "$t" "$@" > "$OUT/$name.log" 2>&1
+  local rc=$?
+  STATUS+=("$(printf '%-28s rc=%-4s %4ss' "$name" "$rc" "$((SECONDS - t0))")")
+  tail -n 25 "$OUT/$name.log"
+}
+B="python -m titaninfer.bench"
+for stage in "$@"; do case $stage in
+  env) step env 60 bash -c 'nvidia-smi; python -c "import torch, triton, transformers; print(torch.__version__, triton.__version__, transformers.__version__, torch.cuda.get_device_name())"' ;;
+  ceilings) step ceilings 60 $B ceilings ;;
+  e2e) step pytest-e2e-gpu 300 python -m pytest -q -x -m gpu tests/e2e/test_gpu.py ;;
+  kernels) step pytest-kernels-gpu 300 python -m pytest -q -m gpu tests/kernels ;;
+  kernel-bench) step kernel-bench 240 python -m titaninfer.bench.kernels ;;
+  smoke) step smoke-latency-tiny 150 $B latency --engines titaninfer --no-progress --model dummy:tinyllama-1.1b --out "$OUT/packs/smoke" ;;
+  latency) step latency-all 420 $B latency --engines titaninfer,hf --no-progress \
+             --model dummy:tinyllama-1.1b,dummy:qwen3-0.6b,dummy:llama3-8b --out "$OUT/packs/latency" --results-dir "$RESULTS" ;;
+  offline-qwen) step offline-qwen3 400 $B offline --engines titaninfer,hf --no-progress \
+             --model dummy:qwen3-0.6b --out "$OUT/packs/offline-qwen3" --results-dir "$RESULTS" ;;
+  offline-qwen-ti) step offline-qwen3-ti 200 $B offline --engines titaninfer --no-progress \
+             --model dummy:qwen3-0.6b --out "$OUT/packs/offline-qwen3-ti" ;;
+  offline-tiny) step offline-tiny 300 $B offline --engines titaninfer,hf --no-progress --num-requests 64 \
+             --model dummy:tinyllama-1.1b --out "$OUT/packs/offline-tiny" --results-dir "$RESULTS" ;;
+  offline-8b) step offline-8b 400 $B offline --engines titaninfer,hf --no-progress --num-requests 64 \
+             --model dummy:llama3-8b --out "$OUT/packs/offline-8b" --results-dir "$RESULTS" ;;
+  profile-tiny) step profile-tiny 120 python -m titaninfer profile --model dummy:tinyllama-1.1b -n 1 \
+             --input-len 128 --output-len 64 --steps 20 --out "$OUT/profile-tiny" ;;
+  profile-8b) step profile-8b 150 python -m titaninfer profile --model dummy:llama3-8b -n 1 \
+             --input-len 128 --output-len 64 --steps 20 --out "$OUT/profile-8b" ;;
+  profile-qwen) step profile-qwen-b256 150 python -m titaninfer profile --model dummy:qwen3-0.6b -n 256 \
+             --input-len 512 --output-len 64 --steps 30 --warmup-steps 40 --out "$OUT/profile-qwen" ;;
+  steps-qwen) step steps-qwen 200 python benchmarks/step_times.py --model dummy:qwen3-0.6b -n 256 --steps 60 --sync ;;
+  steps-qwen-async) step steps-qwen-async 200 python benchmarks/step_times.py --model dummy:qwen3-0.6b -n 256 --steps 60 ;;
+  profile-qwen-prefill) step profile-qwen-prefill 150 python -m titaninfer profile --model dummy:qwen3-0.6b -n 256 \
+             --input-len 1024 --output-len 64 --warmup-steps 1 --steps 3 --out "$OUT/profile-qwen-prefill" ;;
+  *) echo "unknown stage $stage"; exit 2 ;;
+esac; done
+printf '%s\n' "${STATUS[@]}" > "$OUT/status.txt"
+find "$OUT" -name trace.json -size +12M -delete  # Chrome traces of big steps: too large to bring back
+tar czf "$FINAL/session.tgz" -C "$OUT" . && rm -rf "$OUT"
+echo; echo "==== status ===="; printf '%s\n' "${STATUS[@]}"
