@@ -53,7 +53,8 @@ def _round_to(x, dtype: tl.constexpr, emulate_rne: tl.constexpr):
     return x.to(dtype)
 
 
-@triton.jit
+# Block-table width changes with the longest sequence in eager steps: not specialised.
+@triton.jit(do_not_specialize=["seq_lens_ptr", "bt_ptr", "bt_s0"])
 def _decode_split_kernel(
     q_ptr, kc_ptr, vc_ptr, seq_lens_ptr, bt_ptr, out_ptr, part_o_ptr, part_lse_ptr,
     qk_scale_log2,

@@ -79,7 +79,10 @@ def _attend(
     return acc, l_i, m_i
 
 
-@triton.jit
+# The per-sequence tables are slices at a row offset that changes every step (their
+# alignment too) and the block-table width changes with the longest sequence: no
+# specialisation on them, so one variant serves every step.
+@triton.jit(do_not_specialize=["qsl_ptr", "seq_lens_ptr", "bt_ptr", "bt_s0"])
 def _prefill_kernel(
     q_ptr, kc_ptr, vc_ptr, qsl_ptr, seq_lens_ptr, bt_ptr, out_ptr,
     qk_scale_log2,

@@ -39,7 +39,9 @@ def _round_to(x, dtype: tl.constexpr, emulate_rne: tl.constexpr):
     return x.to(dtype)
 
 
-@triton.jit
+# n_rows and n_inner change with every step's token count: not specialised on (Triton
+# would otherwise compile a variant for ==1 and for multiples of 16).
+@triton.jit(do_not_specialize=["n_rows", "n_inner", "x_s0", "x_s1", "r_s0", "r_s1"])
 def _rms_norm_kernel(
     x_ptr, res_ptr, w_ptr, out_ptr, new_res_ptr,
     n_rows, n_cols, n_inner,
@@ -121,7 +123,9 @@ def rms_norm(
         rv, _, r_s0, r_s1 = _row_layout(residual)  # same shape as x, so same n_inner
 
     block_n = triton.next_power_of_2(n)
-    block_m = max(1, min(_MAX_TILE // block_n, triton.next_power_of_2(n_rows)))
+    # From the row length alone (not the row count), so one compiled variant serves every
+    # batch; masked rows cost nothing where the kernel is launch-bound anyway.
+    block_m = max(1, _MAX_TILE // block_n)
     tile = block_m * block_n
     num_warps = min(max(tile // 512, 1), 16)
     grid = (triton.cdiv(n_rows, block_m),)

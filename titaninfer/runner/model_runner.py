@@ -12,6 +12,8 @@ host-device synchronisation. `execute` is launch + result.
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,10 +22,13 @@ from torch import nn
 
 from titaninfer import env
 from titaninfer.config import ModelConfig
+from titaninfer.layers.dispatch import use_triton
 from titaninfer.runner.batch import HostBatch, build_host_batch, host_to_device, to_device
 from titaninfer.runner.kv_cache import allocate_kv_cache
 from titaninfer.runner.sampler import Sampler, SamplingRow
 from titaninfer.types import RunnerOutput, SamplingParams, SchedulerOutput
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -55,7 +60,7 @@ class StepHandle:
                     self.done.synchronize()
                 self.tokens_list = self.tokens_host.tolist()
             out = RunnerOutput()
-            for rid, tok in zip(self.request_ids, self.tokens_list):
+            for rid, tok in zip(self.request_ids, self.tokens_list, strict=True):
                 out.sampled_token_ids[rid] = tok
                 st = self.runner._requests.get(rid)
                 if st is not None:
@@ -91,6 +96,39 @@ class ModelRunner:
             self.graphs = DecodeGraphs(model, self.kv_caches, default_capture_sizes(max_num_seqs),
                                        max_blocks, block_size, self.device)
             self.graphs.capture()
+        if self.device.type == "cuda" and use_triton(self.kv_caches[0][0]):
+            self._warm_up_kernels(max_num_seqs)
+
+    def _warm_up_kernels(self, max_num_seqs: int) -> None:
+        """Compile, before the first request, every variant of the kernels whose constexprs
+        depend on the batch: the sampler (one per power-of-two batch) and the decode split
+        count (powers of two). Otherwise each compiles mid-run, stalling a step ~1 s."""
+        from titaninfer.kernels.decode_attention import _MAX_SPLITS, paged_decode_attention
+        from titaninfer.kernels.sampling import sample_tokens
+
+        t0 = time.perf_counter()
+        vocab = self.model_config.vocab_size
+        b = 1
+        while True:
+            logits = torch.zeros((b, vocab), dtype=torch.float32, device=self.device)
+            f = torch.zeros(b, dtype=torch.float32, device=self.device)
+            i = torch.zeros(b, dtype=torch.int64, device=self.device)
+            sample_tokens(logits, f, f, i, i)
+            if b >= max_num_seqs:
+                break
+            b *= 2
+        k_cache, v_cache = self.kv_caches[0]
+        hq, d = self.model_config.num_heads, k_cache.shape[-1]
+        q = torch.zeros((1, hq, d), dtype=k_cache.dtype, device=self.device)
+        seq_lens = torch.zeros(1, dtype=torch.int32, device=self.device)
+        tables = torch.zeros((1, 16), dtype=torch.int32, device=self.device)
+        splits = 1
+        while splits <= _MAX_SPLITS:
+            paged_decode_attention(q, k_cache, v_cache, seq_lens, tables, 1.0, num_splits=splits)
+            splits *= 2
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        logger.info("kernel warm-up in %.1f s", time.perf_counter() - t0)
 
     @property
     def num_tracked_requests(self) -> int:
@@ -144,7 +182,7 @@ class ModelRunner:
             handle = StepHandle(self, request_ids, host, done)
         else:
             handle = StepHandle(self, request_ids, None, None, tokens_list=tokens_dev.tolist())
-        handle.logprobs = {rid: lp for rid, lp in zip(request_ids, logprobs) if lp is not None}
+        handle.logprobs = {rid: lp for rid, lp in zip(request_ids, logprobs, strict=True) if lp is not None}
         self._pending = handle
         return handle
 
