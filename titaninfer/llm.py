@@ -62,7 +62,7 @@ class LLM:
             raise ValueError(f"got {len(priority)} priorities for {len(plist)} prompts")
         ids = []
         try:
-            for i, (p, sp) in enumerate(zip(plist, params)):
+            for i, (p, sp) in enumerate(zip(plist, params, strict=True)):
                 ids.append(self.engine.add_request(p, sp, priority=priority[i] if priority else 0))
         except ValueError:
             for rid in ids:

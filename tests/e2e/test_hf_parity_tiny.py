@@ -10,14 +10,14 @@ import torch
 
 from titaninfer import LLM, SamplingParams
 
-from .tiny_models import tiny_hf_model, write_checkpoint
+from .tiny_models import no_eos_greedy, tiny_hf_model, write_checkpoint
 
 PROMPTS = [[5, 6, 7, 8, 9, 10, 11], [100, 3, 4], list(range(20, 90)), [1], [42] * 17]
 
 
 def hf_greedy(model, prompt: list[int], n: int) -> list[int]:
     with torch.no_grad():
-        out = model.generate(torch.tensor([prompt]), max_new_tokens=n, min_new_tokens=n, do_sample=False)
+        out = model.generate(torch.tensor([prompt]), generation_config=no_eos_greedy(n))
     return out[0, len(prompt):].tolist()
 
 
@@ -29,7 +29,7 @@ def test_greedy_matches_hf(arch: str, tmp_path) -> None:
     llm = LLM(folder, device="cpu", enable_prefix_caching=False, block_size=4)
     params = SamplingParams(temperature=0.0, max_tokens=24, ignore_eos=True)
     outs = llm.generate(PROMPTS, params)
-    for prompt, out in zip(PROMPTS, outs):
+    for prompt, out in zip(PROMPTS, outs, strict=True):
         assert out.outputs[0].token_ids == hf_greedy(model, prompt, 24), f"{arch} prompt {prompt[:5]}"
 
 
@@ -64,5 +64,5 @@ def test_async_scheduling_matches_sync_with_preemption(tmp_path) -> None:
         if mode:
             assert llm.stats().num_preemptions > 0
     assert results[True] == results[False]
-    for p, out, sp in zip(prompts, results[False], params):
+    for p, out, sp in zip(prompts, results[False], params, strict=True):
         assert out == hf_greedy(model, p, sp.max_tokens)

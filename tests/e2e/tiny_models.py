@@ -40,3 +40,27 @@ def tiny_hf_model(arch: str, seed: int = 0):
 def write_checkpoint(model, folder: str) -> str:
     model.save_pretrained(folder, max_shard_size="100KB", safe_serialization=True)
     return folder
+
+
+def no_eos_greedy(n: int):
+    """Greedy for exactly n tokens, EOS not special: what ignore_eos=True does for us.
+    (min_new_tokens would instead forbid EOS, changing the argmax.)"""
+    import transformers
+
+    return transformers.GenerationConfig(max_new_tokens=n, do_sample=False, eos_token_id=None, pad_token_id=0)
+
+
+def hf_greedy(model, prompt_ids: list[int], n: int) -> list[int]:
+    """Exactly n greedy tokens from an HF model, EOS not special, by a plain forward loop
+    over HF's own KV cache (generate() would fill in EOS from the model's own config)."""
+    import torch
+
+    out: list[int] = []
+    dev = model.device
+    with torch.no_grad():
+        res = model(torch.tensor([prompt_ids], device=dev), use_cache=True)
+        for _ in range(n):
+            tok = int(res.logits[0, -1].argmax())
+            out.append(tok)
+            res = model(torch.tensor([[tok]], device=dev), past_key_values=res.past_key_values, use_cache=True)
+    return out

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import torch
 
-from titaninfer.kernels.reference import paged_attention_ref, paged_decode_attention_ref, write_kv_ref
+from titaninfer.kernels.reference import (
+    paged_attention_ref,
+    paged_decode_attention_ref,
+    write_kv_ref,
+)
 
 
 def test_decode_ref_matches_general_ref_with_poisoned_cache():

@@ -219,7 +219,7 @@ class LLMEngine:
                            RequestMetrics(arrival_time=arrival))
         reqs = [Request(request_id=sid, prompt_token_ids=ids, sampling_params=sp, max_tokens=max_tokens,
                         eos_token_ids=self.eos_token_ids, priority=priority, arrival_time=arrival,
-                        cache_salt=cache_salt) for sid, sp in zip(seq_ids, seq_params)]
+                        cache_salt=cache_salt) for sid, sp in zip(seq_ids, seq_params, strict=True)]
         added: list[str] = []
         try:
             for r in reqs:

@@ -7,11 +7,12 @@ streams, the last few characters that could still start a stop string are held b
 
 from __future__ import annotations
 
+from titaninfer.tokenizer import IncrementalDetokenizer, StopChecker, Tokenizer
 from titaninfer.types import CompletionOutput, FinishReason, SamplingParams, TokenLogprobs
 
 
 class SequenceState:
-    def __init__(self, index: int, tokenizer: object | None, prompt_token_ids: list[int],
+    def __init__(self, index: int, tokenizer: Tokenizer | None, prompt_token_ids: list[int],
                  params: SamplingParams) -> None:
         self.index = index
         self.params = params
@@ -20,16 +21,12 @@ class SequenceState:
         self.logprobs: list[TokenLogprobs] | None = [] if params.logprobs is not None else None
         self.finish_reason: FinishReason | None = None
         self.stop_reason: int | str | None = None
-        self._detok = None
-        self._stop = None
+        self._detok: IncrementalDetokenizer | None = None
+        self._stop: StopChecker | None = None
         if tokenizer is not None:
-            from titaninfer.tokenizer import IncrementalDetokenizer
-
             self._detok = IncrementalDetokenizer(tokenizer, prompt_token_ids,
                                                  skip_special_tokens=params.skip_special_tokens)
             if params.stop_strings:
-                from titaninfer.tokenizer import StopChecker
-
                 self._stop = StopChecker(params.stop_strings, params.include_stop_str_in_output)
 
     @property
@@ -43,7 +40,9 @@ class SequenceState:
             self.logprobs.append(logprobs)
         if self._detok is None or not detokenize:
             return None
-        new_text = self._detok.add_tokens([token_id])
+        return self._add_text(self._detok.add_tokens([token_id]))
+
+    def _add_text(self, new_text: str) -> str | None:
         if not new_text:
             return None
         self.text += new_text
@@ -55,6 +54,12 @@ class SequenceState:
         return None
 
     def finish(self, reason: FinishReason, stop_reason: int | str | None) -> None:
+        """Mark finished; text the detokenizer still held (an incomplete character at the
+        very end) is released, unless a stop string already ended the text."""
+        if self._detok is not None and not (reason is FinishReason.STOP and isinstance(stop_reason, str)):
+            matched = self._add_text(self._detok.flush())
+            if matched is not None:
+                stop_reason = matched
         self.finish_reason = reason
         self.stop_reason = stop_reason
 

@@ -46,7 +46,7 @@ def iter_safetensors(files: list[str], device: str = "cpu") -> Iterator[tuple[st
     with progress(total, "loading weights") as bar:
         for path in files:
             with safe_open(path, framework="pt", device=device) as f:
-                for name in f.keys():
+                for name in f.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
                     t = f.get_tensor(name)
                     yield name, t
                     bar.update(t.numel() * t.element_size())

@@ -13,13 +13,13 @@ import torch
 from torch import nn
 
 from titaninfer.config import ModelConfig
+from titaninfer.kernels.reference import rotary_ref
 from titaninfer.layers.activation import silu_and_mul
 from titaninfer.layers.attention import paged_attention
 from titaninfer.layers.attention_metadata import AttentionMetadata
 from titaninfer.layers.dispatch import use_triton
 from titaninfer.layers.norm import RMSNorm
 from titaninfer.layers.rotary import RotaryEmbedding
-from titaninfer.kernels.reference import rotary_ref
 
 KVCache = tuple[torch.Tensor, torch.Tensor]  # (k_cache, v_cache) of one layer
 
@@ -112,7 +112,7 @@ class LlamaForCausalLM(nn.Module):
         """input_ids, positions: [T] -> final hidden states [T, H] (normed)."""
         x = self.embed_tokens(input_ids)
         residual: torch.Tensor | None = None
-        for layer, kv_cache in zip(self.layers, kv_caches):
+        for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
             x, residual = layer(positions, x, residual, kv_cache, meta)
         return self.norm(x, residual)[0]
 

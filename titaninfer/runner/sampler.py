@@ -203,5 +203,5 @@ def _token_logprobs(logprobs: torch.Tensor, token: int, top_n: int) -> TokenLogp
     top: list[tuple[int, float]] = []
     if top_n > 0:
         vals, ids = logprobs.topk(top_n)
-        top = list(zip(ids.tolist(), vals.tolist()))
+        top = list(zip(ids.tolist(), vals.tolist(), strict=True))
     return TokenLogprobs(token_id=token, logprob=lp, rank=rank, top=top)
