@@ -172,7 +172,14 @@ def _load_plugins() -> None:
                 raise
 
 
+# The argument list of an in-process call (main([...]) from Python), so that records of the
+# run (e.g. a benchmark's manifest) show the command it stands for, not the caller's argv.
+invoked_argv: list[str] | None = None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    global invoked_argv
+    invoked_argv = list(argv) if argv is not None else None
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     parser = build_parser()
     args = parser.parse_args(argv)

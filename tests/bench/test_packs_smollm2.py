@@ -60,7 +60,7 @@ def test_pack_is_complete(runs, kind: str) -> None:
 
     man = _load(path, "manifest.json")
     assert len(man["git"]["sha"]) == 40 and isinstance(man["git"]["dirty"], bool)
-    assert man["command"].startswith("titaninfer bench") or "bench" in man["command"]
+    assert man["command"].startswith(f"titaninfer bench {kind} ")
     tcfg = man["engine_config"]["titaninfer"]
     assert tcfg["cache"]["num_blocks"] > 0 and tcfg["scheduler"]["max_num_batched_tokens"] == 8192
     model = man["model"]

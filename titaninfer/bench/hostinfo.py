@@ -39,7 +39,12 @@ def git_state() -> dict[str, Any]:
 
 
 def command_line() -> str:
-    """The command as the user typed it (as far as sys.argv tells)."""
+    """The command as the user typed it (as far as sys.argv tells), or as the in-process
+    call of titaninfer.cli.main(argv) spelled it."""
+    from titaninfer import cli
+
+    if cli.invoked_argv is not None:
+        return shlex.join(["titaninfer", *cli.invoked_argv])
     argv0 = sys.argv[0] if sys.argv else ""
     if os.path.basename(argv0) == "titaninfer":
         return shlex.join(["titaninfer", *sys.argv[1:]])
