@@ -12,6 +12,8 @@ import torch
 from titaninfer import LLM, SamplingParams
 from titaninfer.loader.dummy import dummy_hf_config
 
+from .tiny_models import hf_greedy
+
 pytestmark = pytest.mark.gpu
 
 
@@ -37,31 +39,67 @@ def _prompts(n: int, vocab: int, seed: int = 0) -> list[list[int]]:
             for _ in range(n)]
 
 
+def _teacher_forced_logits(model, prompt: list[int], generated: list[int]) -> torch.Tensor:
+    """Logits [len(generated), V] (float32) that predict each generated token, given the
+    prompt and the generated tokens before it: one forward over the whole sequence."""
+    seq = torch.tensor([prompt + generated], device="cuda")
+    with torch.no_grad():
+        return model(seq).logits[0, len(prompt) - 1:-1].float()
+
+
 @pytest.mark.parametrize("shape", ["tinyllama-1.1b", "qwen3-0.6b"])
 def test_greedy_and_logits_match_hf_bf16(shape: str, tmp_path) -> None:
+    """Our bf16 greedy tokens against transformers on the same weights, 8 prompts x 32 tokens.
+
+    Free-running token equality is printed but not asserted: in bf16 two correct
+    implementations (different GEMM tilings, fused vs separate projections) round
+    differently, and on random weights the top-2 logits are often closer than that
+    rounding, so the sequences fork and never rejoin. What is asserted, teacher-forced on
+    our sequence: every token we chose is HF bf16's argmax or within bf16 rounding of it;
+    we agree with the float32 model's argmax as often as HF's own bf16 model does; our
+    first-token logprobs equal HF's within bf16 tolerance."""
     hf = _wide_random_hf_model(shape)
     folder = str(tmp_path / shape)
     hf.save_pretrained(folder)
     prompts = _prompts(8, hf.config.vocab_size)
     llm = LLM(folder, device="cuda", dtype="bfloat16", gpu_memory_utilization=0.5)
     outs = llm.generate(prompts, SamplingParams(temperature=0.0, max_tokens=32, ignore_eos=True, logprobs=5))
-    mismatches = []
-    for i, (p, out) in enumerate(zip(prompts, outs)):
-        with torch.no_grad():
-            ref = hf.generate(torch.tensor([p], device="cuda"), max_new_tokens=32, min_new_tokens=32,
-                              do_sample=False)[0, len(p):].tolist()
-            ref_logits = hf(torch.tensor([p], device="cuda")).logits[0, -1].float()
+    del llm
+    torch.cuda.empty_cache()
+    hf32 = _wide_random_hf_model(shape).float()  # same seed: the same weights, in float32
+    forks, positions, agree_bf16, ours_vs_32, hf_vs_32, worst_excess = [], 0, 0, 0, 0, 0.0
+    for i, (p, out) in enumerate(zip(prompts, outs, strict=True)):
         ours = out.outputs[0].token_ids
-        first_diff = next((j for j, (a, b) in enumerate(zip(ours, ref)) if a != b), None)
-        if first_diff is not None:
-            mismatches.append((i, first_diff))
-        # First-token logprobs: ours vs HF's, on HF's top-5 ids.
-        ref_lp = torch.log_softmax(ref_logits, -1)
-        ours_lp = dict(out.outputs[0].logprobs[0].top)
-        for tok, val in ours_lp.items():
-            assert abs(val - float(ref_lp[tok])) < 0.1, (shape, i, tok, val, float(ref_lp[tok]))
-    print(f"{shape}: first mismatching token per prompt: {mismatches}")
-    assert not mismatches, f"{shape}: greedy diverged from HF at (prompt, token) {mismatches}"
+        free = hf_greedy(hf, p, 32)
+        forks.append(next((j for j, (a, b) in enumerate(zip(ours, free, strict=True)) if a != b), None))
+        lb = _teacher_forced_logits(hf, p, ours)
+        l32 = _teacher_forced_logits(hf32, p, ours)
+        ours_t = torch.tensor(ours, device="cuda")
+        positions += len(ours)
+        agree_bf16 += int((lb.argmax(-1) == ours_t).sum())
+        ours_vs_32 += int((l32.argmax(-1) == ours_t).sum())
+        hf_vs_32 += int((l32.argmax(-1) == lb.argmax(-1)).sum())
+        # How far below HF bf16's best logit is our token, in units of bf16 rounding noise
+        # (HF bf16 vs float32 at the two tokens involved, plus one bf16 ulp of the max).
+        rows = torch.arange(len(ours), device="cuda")
+        best = lb.argmax(-1)
+        gap = lb[rows, best] - lb[rows, ours_t]
+        noise = ((lb - l32).abs()[rows, best] + (lb - l32).abs()[rows, ours_t]
+                 + lb[rows, best].abs() * 2.0 ** -8)
+        excess = float((gap - 2 * noise).max())
+        worst_excess = max(worst_excess, excess)
+        assert excess <= 0, f"{shape} prompt {i}: a token below HF's argmax by more than bf16 noise"
+        # First-token logprobs within bf16 tolerance: two bf16 ulps of the row's largest
+        # logit (a logprob inherits its logit's rounding), at least 0.1.
+        ref_lp = torch.log_softmax(lb[0], -1)
+        tol = max(0.1, 2 * 2.0 ** -7 * float(lb[0].abs().max()))
+        for tok, val in dict(out.outputs[0].logprobs[0].top).items():
+            assert abs(val - float(ref_lp[tok])) <= tol, (shape, i, tok, val, float(ref_lp[tok]), tol)
+    print(f"{shape}: free-running fork point per prompt (None = all 32 equal): {forks}; "
+          f"teacher-forced argmax agreement with HF bf16 {agree_bf16}/{positions}; with float32: "
+          f"ours {ours_vs_32}, HF bf16 {hf_vs_32}; worst gap beyond noise {worst_excess:.3f}")
+    assert agree_bf16 >= 0.9 * positions
+    assert ours_vs_32 >= hf_vs_32 - 0.03 * positions
 
 
 def test_cuda_graph_replay_equals_eager() -> None:
