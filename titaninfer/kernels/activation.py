@@ -9,25 +9,12 @@ them), column blocks on axis 1.
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
-# The Triton interpreter (CPU) rounds float32 -> bfloat16 by truncation; the GPU rounds to
-# nearest even. Kernels emulate RNE under the interpreter so CPU tests check real rounding.
-_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
-@triton.jit
-def _round_to(x, dtype: tl.constexpr, emulate_rne: tl.constexpr):
-    """float32 -> dtype with round-to-nearest-even, also under the interpreter."""
-    if emulate_rne and dtype == tl.bfloat16:
-        bits = x.to(tl.uint32, bitcast=True)
-        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
-        return bits.to(tl.float32, bitcast=True).to(dtype)
-    return x.to(dtype)
+from titaninfer.kernels.triton_common import INTERPRET as _INTERPRET
+from titaninfer.kernels.triton_common import round_to
 
 
 @triton.jit
@@ -44,7 +31,7 @@ def _silu_and_mul_kernel(
     # silu(g) = g * sigmoid(g); exp overflow for very negative g gives g / inf = -0, fine.
     y = gate / (1.0 + tl.exp(-gate)) * up
     tl.store(out_ptr + row * out_row_stride + cols,
-             _round_to(y, out_ptr.dtype.element_ty, EMULATE_RNE), mask=mask)
+             round_to(y, out_ptr.dtype.element_ty, EMULATE_RNE), mask=mask)
 
 
 def silu_and_mul(x: torch.Tensor) -> torch.Tensor:

@@ -22,15 +22,13 @@ Bytes (the roofline number): K and V of every context token read once,
 from __future__ import annotations
 
 import functools
-import os
 
 import torch
 import triton
 import triton.language as tl
 
-# The Triton interpreter (CPU) rounds float32 -> bfloat16 by truncation and computes bf16
-# dots wrongly; under it, dots run in float32 and rounding emulates the GPU's RNE.
-_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+from titaninfer.kernels.triton_common import INTERPRET as _INTERPRET
+from titaninfer.kernels.triton_common import check_paged_inputs, round_to
 
 _MIN_TOKENS_PER_SPLIT = 256  # below this a split costs more in merging than it gains
 _MAX_SPLITS = 64
@@ -43,14 +41,6 @@ _NO_SPLIT_PER_SM = 2
 _DEFAULT_NUM_SMS = 132  # H100 SXM; used under the interpreter
 
 
-@triton.jit
-def _round_to(x, dtype: tl.constexpr, emulate_rne: tl.constexpr):
-    """float32 -> dtype with round-to-nearest-even, also under the interpreter."""
-    if emulate_rne and dtype == tl.bfloat16:
-        bits = x.to(tl.uint32, bitcast=True)
-        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
-        return bits.to(tl.float32, bitcast=True).to(dtype)
-    return x.to(dtype)
 
 
 # Block-table width changes with the longest sequence in eager steps: not specialised.
@@ -108,7 +98,7 @@ def _decode_split_kernel(
     o = acc / tl.where(has, l_i, 1.0)[:, None]
     if NUM_SPLITS == 1:
         dst = out_ptr + b.to(tl.int64) * o_s0 + heads[:, None] * o_s1 + d[None, :]
-        tl.store(dst, _round_to(o, out_ptr.dtype.element_ty, EMULATE_RNE), mask=g_ok[:, None])
+        tl.store(dst, round_to(o, out_ptr.dtype.element_ty, EMULATE_RNE), mask=g_ok[:, None])
     else:
         row = (b.to(tl.int64) * num_q_heads + heads) * NUM_SPLITS + split  # [B, Hq, S] index
         tl.store(part_o_ptr + row[:, None] * HEAD_DIM + d[None, :], o, mask=g_ok[:, None])
@@ -136,7 +126,7 @@ def _decode_merge_kernel(
     denom = tl.sum(w, 0)
     res = tl.sum(o * w[:, None], 0) / tl.where(denom > 0.0, denom, 1.0)
     tl.store(out_ptr + b * o_s0 + h * o_s1 + d,
-             _round_to(res, out_ptr.dtype.element_ty, EMULATE_RNE))
+             round_to(res, out_ptr.dtype.element_ty, EMULATE_RNE))
 
 
 @functools.cache
@@ -193,18 +183,7 @@ def paged_decode_attention(
     heuristics (tests, tuning). D must be a power of two in [16, 256]; Hq % Hk == 0.
     """
     b, hq, d = q.shape
-    nb, kv_block, hk, d_c = k_cache.shape
-    if v_cache.shape != k_cache.shape or d_c != d:
-        raise ValueError(f"q {tuple(q.shape)} / caches {tuple(k_cache.shape)}, "
-                         f"{tuple(v_cache.shape)} disagree")
-    if hq % hk:
-        raise ValueError(f"{hq} query heads are not a multiple of {hk} KV heads")
-    if d & (d - 1) or not 16 <= d <= 256:
-        raise ValueError(f"head dim {d} must be a power of two in [16, 256]")
-    if k_cache.dtype not in (torch.float16, torch.bfloat16) or v_cache.dtype != k_cache.dtype:
-        raise TypeError(f"caches must be fp16/bf16, got {k_cache.dtype}/{v_cache.dtype}")
-    if q.stride(-1) != 1 or k_cache.stride(-1) != 1 or v_cache.stride(-1) != 1:
-        raise ValueError("q and caches need a contiguous last dim")
+    kv_block, hk = check_paged_inputs(q, k_cache, v_cache)
     if seq_lens.shape != (b,) or block_tables.dim() != 2 or block_tables.shape[0] != b:
         raise ValueError(f"seq_lens {tuple(seq_lens.shape)} / block_tables "
                          f"{tuple(block_tables.shape)} do not match batch {b}")

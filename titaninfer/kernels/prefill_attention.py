@@ -19,25 +19,12 @@ causal QK^T and PV products actually needed.
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
-# The Triton interpreter (CPU) rounds float32 -> bfloat16 by truncation and computes bf16
-# dots wrongly; under it, dots run in float32 and rounding emulates the GPU's RNE.
-_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
-@triton.jit
-def _round_to(x, dtype: tl.constexpr, emulate_rne: tl.constexpr):
-    """float32 -> dtype with round-to-nearest-even, also under the interpreter."""
-    if emulate_rne and dtype == tl.bfloat16:
-        bits = x.to(tl.uint32, bitcast=True)
-        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
-        return bits.to(tl.float32, bitcast=True).to(dtype)
-    return x.to(dtype)
+from titaninfer.kernels.triton_common import INTERPRET as _INTERPRET
+from titaninfer.kernels.triton_common import check_paged_inputs, round_to
 
 
 @triton.jit
@@ -126,7 +113,7 @@ def _prefill_kernel(
     # Every real row saw key 0, so l_i > 0; padded rows are not stored.
     o = acc / l_i[:, None]
     tl.store(out_ptr + rows[:, None] * o_s0 + h * o_s1 + d[None, :],
-             _round_to(o, out_ptr.dtype.element_ty, EMULATE_RNE), mask=m_ok[:, None])
+             round_to(o, out_ptr.dtype.element_ty, EMULATE_RNE), mask=m_ok[:, None])
 
 
 def prefill_config(head_dim: int) -> tuple[int, int, int, int]:
@@ -163,18 +150,7 @@ def paged_prefill_attention(
     Rows of q not owned by any sequence are left unwritten. D: power of two in [16, 256].
     """
     t, hq, d = q.shape
-    nb, kv_block, hk, d_c = k_cache.shape
-    if v_cache.shape != k_cache.shape or d_c != d:
-        raise ValueError(f"q {tuple(q.shape)} / caches {tuple(k_cache.shape)}, "
-                         f"{tuple(v_cache.shape)} disagree")
-    if hq % hk:
-        raise ValueError(f"{hq} query heads are not a multiple of {hk} KV heads")
-    if d & (d - 1) or not 16 <= d <= 256:
-        raise ValueError(f"head dim {d} must be a power of two in [16, 256]")
-    if k_cache.dtype not in (torch.float16, torch.bfloat16) or v_cache.dtype != k_cache.dtype:
-        raise TypeError(f"caches must be fp16/bf16, got {k_cache.dtype}/{v_cache.dtype}")
-    if q.stride(-1) != 1 or k_cache.stride(-1) != 1 or v_cache.stride(-1) != 1:
-        raise ValueError("q and caches need a contiguous last dim")
+    kv_block, hk = check_paged_inputs(q, k_cache, v_cache)
     b = seq_lens.shape[0]
     if query_start_loc.shape != (b + 1,) or block_tables.dim() != 2 or block_tables.shape[0] != b:
         raise ValueError(f"query_start_loc {tuple(query_start_loc.shape)}, seq_lens "

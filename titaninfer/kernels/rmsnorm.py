@@ -16,27 +16,16 @@ per program so each program still moves a few KiB.
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
-# The Triton interpreter (CPU) rounds float32 -> bfloat16 by truncation; the GPU rounds to
-# nearest even. Kernels emulate RNE under the interpreter so CPU tests check real rounding.
-_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+from titaninfer.kernels.triton_common import INTERPRET as _INTERPRET
+from titaninfer.kernels.triton_common import round_to
 
 _MAX_TILE = 4096  # elements per program for short rows (rows are packed up to this)
 
 
-@triton.jit
-def _round_to(x, dtype: tl.constexpr, emulate_rne: tl.constexpr):
-    """float32 -> dtype with round-to-nearest-even, also under the interpreter."""
-    if emulate_rne and dtype == tl.bfloat16:
-        bits = x.to(tl.uint32, bitcast=True)
-        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
-        return bits.to(tl.float32, bitcast=True).to(dtype)
-    return x.to(dtype)
 
 
 # n_rows and n_inner change with every step's token count: not specialised on (Triton
@@ -67,16 +56,16 @@ def _rms_norm_kernel(
     if HAS_RESIDUAL:
         r_off = outer * r_s0 + inner * r_s1
         r = tl.load(res_ptr + r_off[:, None] + cols[None, :], mask=mask, other=0.0)
-        s = _round_to(x + r.to(tl.float32), dtype, EMULATE_RNE)
+        s = round_to(x + r.to(tl.float32), dtype, EMULATE_RNE)
         tl.store(new_res_ptr + out_off, s, mask=mask)
         x = s.to(tl.float32)
 
     var = tl.sum(x * x, axis=1) / n_cols  # padded columns are 0: they add nothing
     # IEEE sqrt and divide (not rsqrt.approx): one rounding each, as torch.rsqrt on a CPU.
     rstd = tl.div_rn(1.0, tl.sqrt_rn(var + eps))
-    normed = _round_to(x * rstd[:, None], dtype, EMULATE_RNE).to(tl.float32)
+    normed = round_to(x * rstd[:, None], dtype, EMULATE_RNE).to(tl.float32)
     w = tl.load(w_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
-    tl.store(out_ptr + out_off, _round_to(normed * w[None, :], dtype, EMULATE_RNE), mask=mask)
+    tl.store(out_ptr + out_off, round_to(normed * w[None, :], dtype, EMULATE_RNE), mask=mask)
 
 
 def _row_layout(t: torch.Tensor) -> tuple[torch.Tensor, int, int, int]:

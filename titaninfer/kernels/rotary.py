@@ -17,25 +17,12 @@ token's cos/sin row is loaded once and reused by every head.
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
-# The Triton interpreter (CPU) rounds float32 -> bfloat16 by truncation; the GPU rounds to
-# nearest even. Kernels emulate RNE under the interpreter so CPU tests check real rounding.
-_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
-@triton.jit
-def _round_to(x, dtype: tl.constexpr, emulate_rne: tl.constexpr):
-    """float32 -> dtype with round-to-nearest-even, also under the interpreter."""
-    if emulate_rne and dtype == tl.bfloat16:
-        bits = x.to(tl.uint32, bitcast=True)
-        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
-        return bits.to(tl.float32, bitcast=True).to(dtype)
-    return x.to(dtype)
+from titaninfer.kernels.triton_common import INTERPRET as _INTERPRET
+from titaninfer.kernels.triton_common import round_to
 
 
 @triton.jit
@@ -88,29 +75,29 @@ def _rope_kv_kernel(
             y1, y2, mask = _rotate_heads(q_ptr, tok * q_s0, q_s1, n_q_heads, cos, sin, half,
                                          BLOCK_HQ, BLOCK_HALF, h0)
             dst = q_ptr + tok * q_s0 + (h0 + tl.arange(0, BLOCK_HQ))[:, None] * q_s1 + d[None, :]
-            tl.store(dst, _round_to(y1, q_dtype, EMULATE_RNE), mask=mask)
-            tl.store(dst + half, _round_to(y2, q_dtype, EMULATE_RNE), mask=mask)
+            tl.store(dst, round_to(y1, q_dtype, EMULATE_RNE), mask=mask)
+            tl.store(dst + half, round_to(y2, q_dtype, EMULATE_RNE), mask=mask)
         k_dtype = k_ptr.dtype.element_ty
         y1, y2, _ = _rotate_heads(k_ptr, tok * k_s0, k_s1, n_kv_heads, cos, sin, half,
                                   BLOCK_HK, BLOCK_HALF, 0)
         # Round to k's dtype first (as the reference returns rotated k), then to the cache's.
-        k1 = _round_to(y1, k_dtype, EMULATE_RNE).to(tl.float32)
-        k2 = _round_to(y2, k_dtype, EMULATE_RNE).to(tl.float32)
-        tl.store(kc_dst, _round_to(k1, kc_dtype, EMULATE_RNE), mask=store_mask)
-        tl.store(kc_dst + half, _round_to(k2, kc_dtype, EMULATE_RNE), mask=store_mask)
+        k1 = round_to(y1, k_dtype, EMULATE_RNE).to(tl.float32)
+        k2 = round_to(y2, k_dtype, EMULATE_RNE).to(tl.float32)
+        tl.store(kc_dst, round_to(k1, kc_dtype, EMULATE_RNE), mask=store_mask)
+        tl.store(kc_dst + half, round_to(k2, kc_dtype, EMULATE_RNE), mask=store_mask)
     else:
         k_src = k_ptr + tok * k_s0 + kv_heads[:, None] * k_s1 + d[None, :]
         k1 = tl.load(k_src, mask=store_mask, other=0.0).to(tl.float32)
         k2 = tl.load(k_src + half, mask=store_mask, other=0.0).to(tl.float32)
-        tl.store(kc_dst, _round_to(k1, kc_dtype, EMULATE_RNE), mask=store_mask)
-        tl.store(kc_dst + half, _round_to(k2, kc_dtype, EMULATE_RNE), mask=store_mask)
+        tl.store(kc_dst, round_to(k1, kc_dtype, EMULATE_RNE), mask=store_mask)
+        tl.store(kc_dst + half, round_to(k2, kc_dtype, EMULATE_RNE), mask=store_mask)
 
     vc_dtype = vc_ptr.dtype.element_ty
     v_src = v_ptr + tok * v_s0 + kv_heads[:, None] * v_s1 + d[None, :]
     v1 = tl.load(v_src, mask=store_mask, other=0.0).to(tl.float32)
     v2 = tl.load(v_src + half, mask=store_mask, other=0.0).to(tl.float32)
-    tl.store(vc_dst, _round_to(v1, vc_dtype, EMULATE_RNE), mask=store_mask)
-    tl.store(vc_dst + half, _round_to(v2, vc_dtype, EMULATE_RNE), mask=store_mask)
+    tl.store(vc_dst, round_to(v1, vc_dtype, EMULATE_RNE), mask=store_mask)
+    tl.store(vc_dst + half, round_to(v2, vc_dtype, EMULATE_RNE), mask=store_mask)
 
 
 def _check_heads(name: str, t: torch.Tensor) -> torch.Tensor:
