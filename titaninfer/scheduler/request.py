@@ -35,6 +35,9 @@ class Request:
     # known yet, but the next step may already compute them (as placeholders).
     num_pending_tokens: int = 0
     num_cached_tokens: int = 0  # prompt tokens served from the prefix cache at admission
+    # Blocks already full of computed, known tokens when update() last looked (it offers
+    # blocks to the prefix cache only when this grows).
+    num_full_known_blocks: int = 0
     status: RequestStatus = RequestStatus.WAITING
     num_preemptions: int = 0
     finish_reason: FinishReason | None = None

@@ -97,6 +97,7 @@ class Scheduler:
         self.kv.free(req.request_id)
         req.num_computed_tokens = 0
         req.num_cached_tokens = 0
+        req.num_full_known_blocks = 0
         req.status = RequestStatus.PREEMPTED
         req.num_preemptions += 1
         self.num_preemptions += 1
@@ -197,6 +198,7 @@ class Scheduler:
     def _undo_match(self, req: Request) -> None:
         self.kv.free(req.request_id)
         req.num_computed_tokens = 0
+        req.num_full_known_blocks = 0
 
     def _chunk(self, req: Request, num_new: int, new_blocks: list[int]) -> ScheduledChunk:
         start = req.num_computed_tokens
@@ -222,8 +224,12 @@ class Scheduler:
             if req is None:
                 continue  # finished or aborted while the step ran
             if req.status is RequestStatus.RUNNING:
-                self.kv.commit_full_blocks(req.request_id, req.all_token_ids,
-                                           min(req.num_computed_tokens, req.num_tokens))
+                known = min(req.num_computed_tokens, req.num_tokens)
+                # Only when a block became full and known: building all_token_ids is O(n),
+                # every step, for every running request otherwise.
+                if known // self.kv.block_size > req.num_full_known_blocks:
+                    req.num_full_known_blocks = known // self.kv.block_size
+                    self.kv.commit_full_blocks(req.request_id, req.all_token_ids, known)
             if not chunk.sample:
                 continue
             if self.async_scheduling:
