@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # One device call = one stage list. Each step has its own timeout so a failure is logged and
 # the rest still runs; a one-line status per step is printed last.
-#   bash benchmarks/gpu_session.sh smoke tests latency offline-qwen ...
-# Logs and packs go under $OUT (the device tool brings them back).
+#   bash benchmarks/gpu_session.sh env e2e kernels latency offline-qwen ...
+# Logs and packs go under $OUT and come back as one tarball, session.tgz (the device tool
+# brings back at most 8 files). The per-step timeouts of one call must add up to less than
+# the call's own limit (600 s), or the tarball is never written: check before each call.
+# The first call on a fresh machine compiles every Triton kernel (~10-30 s per model).
 set -u
 FINAL=${OUT:-/tmp/titaninfer-out}; OUT=$FINAL/w; mkdir -p "$OUT"  # all of it comes back as one tarball
 export PYTHONPATH=$PWD TITANINFER_CACHE_DIR=$OUT/cache PYTHONUNBUFFERED=1
@@ -30,7 +33,7 @@ for stage in "$@"; do case $stage in
              --model dummy:qwen3-0.6b --out "$OUT/packs/offline-qwen3" --results-dir "$RESULTS" ;;
   latency-ti) step latency-ti 110 $B latency --engines titaninfer --no-progress \
              --model dummy:qwen3-0.6b,dummy:llama3-8b --out "$OUT/packs/latency-ti" --results-dir "$RESULTS" ;;
-  offline-qwen-ti) step offline-qwen3-ti 80 $B offline --engines titaninfer --no-progress \
+  offline-qwen-ti) step offline-qwen3-ti 200 $B offline --engines titaninfer --no-progress \
              --model dummy:qwen3-0.6b --out "$OUT/packs/offline-qwen3-ti" --results-dir "$RESULTS" ;;
   offline-tiny) step offline-tiny 300 $B offline --engines titaninfer,hf --no-progress --num-requests 64 \
              --model dummy:tinyllama-1.1b --out "$OUT/packs/offline-tiny" --results-dir "$RESULTS" ;;
