@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from titaninfer.engine import LLMEngine
 from titaninfer.engine.engine import EngineStats
@@ -77,7 +77,8 @@ class LLM:
         tok = self.engine.tokenizer
         if tok is None:
             raise ValueError("this model has no tokenizer or chat template")
-        convs = [messages] if messages and isinstance(messages[0], dict) else messages
+        convs = cast("list[list[dict[str, Any]]]",
+                     [messages] if messages and isinstance(messages[0], dict) else messages)
         prompts = [tok.encode_chat(c, add_generation_prompt=add_generation_prompt) for c in convs]
         return self.generate(prompts, sampling_params, use_tqdm=use_tqdm)
 

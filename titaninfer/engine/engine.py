@@ -131,7 +131,7 @@ class LLMEngine:
         self.prefix_hit_tokens = 0
         eos = set(loaded.config.eos_token_ids)
         if self.tokenizer is not None:
-            eos |= set(self.tokenizer.eos_token_ids)  # type: ignore[attr-defined]
+            eos |= set(self.tokenizer.eos_token_ids)
         self.eos_token_ids = frozenset(eos)
 
     def _make_kv_manager(self, cache: CacheConfig) -> KVCacheManager:

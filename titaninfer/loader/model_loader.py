@@ -14,6 +14,7 @@ import importlib.util
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -23,6 +24,9 @@ from titaninfer.loader import dummy
 from titaninfer.loader.safetensors_folder import iter_safetensors, read_hf_config, safetensors_files
 from titaninfer.models import build_model, resolve_architecture
 
+if TYPE_CHECKING:
+    from titaninfer.tokenizer import Tokenizer
+
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -30,7 +34,7 @@ DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 class LoadedModel:
     model: nn.Module
     config: ModelConfig
-    tokenizer: object | None  # titaninfer.tokenizer.Tokenizer, or None (dummy weights)
+    tokenizer: Tokenizer | None  # None for dummy weights
     source: str  # "dummy", or a description of the weights file(s)
     weights_sha256: str | None = None  # of the first weights file's first 64 MiB (identity, not integrity)
 
