@@ -28,6 +28,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("-n", type=int, default=256)
     ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--final-only", action="store_true", help="as LLM.generate steps the engine")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         cfg = os.path.join(d, "config.json")
@@ -53,17 +54,17 @@ def main() -> None:
         finally:
             spent["schedule"] += time.perf_counter() - t0
 
-    def timed_process(sched, result):
+    def timed_process(sched, result, final_only=False):
         t0 = time.perf_counter()
         try:
-            return process(sched, result)
+            return process(sched, result, final_only)
         finally:
             spent["process"] += time.perf_counter() - t0
 
     eng.scheduler.schedule, eng._process = timed_schedule, timed_process
     t0 = time.perf_counter()
     for _ in range(args.steps):
-        eng.step()
+        eng.step(final_only=args.final_only)
     per = 1e3 / args.steps
     print(f"{args.n} decoding requests: step {(time.perf_counter() - t0) * per:.2f} ms "
           f"(model included), schedule {spent['schedule'] * per:.2f} ms, "

@@ -91,7 +91,7 @@ class LLM:
 
             bar = tqdm(total=len(ids), desc="generating", unit="req")
         while wanted - done.keys():
-            for out in self.engine.step():
+            for out in self.engine.step(final_only=True):
                 if out.finished and out.request_id in wanted:
                     done[out.request_id] = out
                     if bar is not None:

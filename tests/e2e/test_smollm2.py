@@ -125,3 +125,25 @@ def test_user_errors_are_value_errors(llm):
     with pytest.raises(ValueError, match="not found"):
         LLM("/no/such/model", device="cpu")
     assert not llm.engine.has_unfinished_requests()
+
+
+def test_final_only_steps_return_just_the_finished_outputs(llm):
+    """step(final_only=True), which LLM.generate uses, returns each request once, finished,
+    with the same result as the last of the per-step outputs of step()."""
+    params = [SamplingParams(temperature=0.0, max_tokens=m, ignore_eos=True) for m in (3, 9, 5)]
+    results = {}
+    for final_only in (False, True):
+        eng = llm.engine
+        ids = [eng.add_request([1, 504, 3458, 282, 4649, 314] * (i + 1), p) for i, p in enumerate(params)]
+        last, returned = {}, []
+        while eng.has_unfinished_requests():
+            for out in eng.step(final_only=final_only):
+                returned.append(out)
+                last[out.request_id] = out
+        if final_only:
+            assert all(o.finished for o in returned) and len(returned) == len(ids)
+        else:
+            assert len(returned) > len(ids)  # every step reports every running request
+        results[final_only] = [(last[i].outputs[0].token_ids, last[i].outputs[0].text) for i in ids]
+    assert results[True] == results[False]
+    assert [len(t) for t, _ in results[True]] == [3, 9, 5]

@@ -255,8 +255,10 @@ class LLMEngine:
         return len(self._tracked)
 
     # ------------------------------------------------------------------ step
-    def step(self) -> list[RequestOutput]:
-        """One engine step; returns the outputs of requests that changed.
+    def step(self, final_only: bool = False) -> list[RequestOutput]:
+        """One engine step; returns the outputs of requests that changed (with final_only,
+        of requests that finished: an offline caller skips building a growing snapshot of
+        every running request at every step).
 
         Synchronous mode: schedule -> run -> update. Asynchronous mode (GPU): schedule and
         launch step N+1, then process step N's tokens while the GPU runs N+1, so the host
@@ -269,11 +271,11 @@ class LLMEngine:
             self._note_scheduled(sched)
             handle = self.runner.execute_async(sched)
         if not self.async_scheduling:
-            return self._process(sched, handle.result()) if handle is not None else []
+            return self._process(sched, handle.result(), final_only) if handle is not None else []
         outputs: list[RequestOutput] = []
         if self._inflight is not None:
             prev_sched, prev_handle = self._inflight
-            outputs = self._process(prev_sched, prev_handle.result())
+            outputs = self._process(prev_sched, prev_handle.result(), final_only)
         self._inflight = (sched, handle) if handle is not None else None
         return outputs
 
@@ -291,7 +293,8 @@ class LLMEngine:
             self.prefix_query_tokens += len(req.prompt_token_ids)
             self.prefix_hit_tokens += req.num_cached_tokens
 
-    def _process(self, sched: SchedulerOutput, result: RunnerOutput) -> list[RequestOutput]:
+    def _process(self, sched: SchedulerOutput, result: RunnerOutput,
+                 final_only: bool = False) -> list[RequestOutput]:
         updated = self.scheduler.update(sched, result)
         now = time.monotonic()
         changed: dict[str, _Tracked] = {}
@@ -317,7 +320,7 @@ class LLMEngine:
                 reason = req.finish_reason or FinishReason.STOP
                 self._finish_seq(tracked, idx, reason, stop_str if stop_str is not None else req.stop_reason)
             changed[tracked.request_id] = tracked
-        return [self._emit(t) for t in changed.values()]
+        return [self._emit(t) for t in changed.values() if t.finished or not final_only]
 
     def _finish_seq(self, tracked: _Tracked, idx: int, reason: FinishReason, stop_reason: int | str | None) -> None:
         tracked.seqs[idx].finish(reason, stop_reason)

@@ -128,7 +128,7 @@ class TitanInferEngine:
                     time.sleep(max(0.0, t0 + pending[0].arrival_offset_s - time.monotonic()))
                     continue
                 ts = time.perf_counter()
-                outs = eng.step()
+                outs = eng.step(final_only=True)  # as LLM.generate; token times come from metrics
                 wall = time.perf_counter() - ts
                 chunks = recorder.take()
                 if chunks:
