@@ -127,7 +127,7 @@ def test_vocab_chunking_does_not_change_draws(device, monkeypatch):
     random stream of each token, hence each draw, must be the same."""
     import titaninfer.kernels.sampling as sampling
 
-    monkeypatch.setattr(sampling, "_device_sms", lambda dev: 4)  # 8 programs fill "the GPU"
+    monkeypatch.setattr(sampling, "device_sms", lambda dev: 4)  # 8 programs fill "the GPU"
     v = 9000
     assert sampling_layout(2, v, 4)[2] == 3 and sampling_layout(12, v, 4)[2] == 1
     gen = torch.Generator().manual_seed(11)

@@ -48,9 +48,9 @@ def _non_ascii_numerals(text: str) -> bool:
 
 
 def _missing_bytes(tok: Tokenizer) -> set[int]:
-    from titaninfer.tokenizer.gguf_tokenizer import _bytes_to_unicode
+    from titaninfer.tokenizer.gguf_tokenizer import bytes_to_unicode
 
-    return {b for b, ch in _bytes_to_unicode().items() if tok.token_to_id(ch) is None}
+    return {b for b, ch in bytes_to_unicode().items() if tok.token_to_id(ch) is None}
 
 
 # ----------------------------------------------------------------------------- fixtures

@@ -21,14 +21,12 @@ Bytes (the roofline number): K and V of every context token read once,
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import triton
 import triton.language as tl
 
 from titaninfer.kernels.triton_common import INTERPRET as _INTERPRET
-from titaninfer.kernels.triton_common import check_paged_inputs, round_to
+from titaninfer.kernels.triton_common import check_paged_inputs, device_sms, round_to
 
 _MIN_TOKENS_PER_SPLIT = 256  # below this a split costs more in merging than it gains
 _MAX_SPLITS = 64
@@ -38,7 +36,6 @@ _MAX_SPLITS = 64
 # (b, h) pairs alone are enough once they cover 2 programs per SM.
 _SLOTS_PER_SM = 4
 _NO_SPLIT_PER_SM = 2
-_DEFAULT_NUM_SMS = 132  # H100 SXM; used under the interpreter
 
 
 
@@ -129,17 +126,6 @@ def _decode_merge_kernel(
              round_to(res, out_ptr.dtype.element_ty, EMULATE_RNE))
 
 
-@functools.cache
-def _num_sms(device_index: int) -> int:
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
-
-
-def _device_sms(device: torch.device) -> int:
-    if device.type != "cuda":
-        return _DEFAULT_NUM_SMS
-    return _num_sms(device.index if device.index is not None else torch.cuda.current_device())
-
-
 def choose_num_splits(batch: int, num_kv_heads: int, max_context: int, num_sms: int) -> int:
     """Splits per (sequence, KV head): enough programs to cover the SMs, none shorter than
     _MIN_TOKENS_PER_SPLIT tokens. Static ints only, so the choice is CUDA-graph safe."""
@@ -199,7 +185,7 @@ def paged_decode_attention(
         max_context = block_tables.shape[1] * kv_block
         if max_seq_len is not None:
             max_context = min(max_context, max_seq_len)
-        num_splits = choose_num_splits(b, hk, max_context, _device_sms(q.device))
+        num_splits = choose_num_splits(b, hk, max_context, device_sms(q.device))
     group = hq // hk
     dot_dtype = tl.float32 if _INTERPRET else (
         tl.bfloat16 if k_cache.dtype == torch.bfloat16 else tl.float16)

@@ -27,15 +27,14 @@ program only for tiny (test) vocabularies.
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import triton
 import triton.language as tl
 
+from titaninfer.kernels.triton_common import device_sms
+
 _MAX_Q = 1024  # a vocab tile is 4 * Q tokens: one Philox call per 4 tokens
 _PROGRAMS_PER_SM = 2
-_DEFAULT_NUM_SMS = 132  # H100 SXM; used off-GPU (interpreter)
 
 
 @triton.jit
@@ -205,17 +204,6 @@ def _pick_kernel(
     tl.store(out_ptr + rows, token.to(tl.int64), mask=r_ok)
 
 
-@functools.cache
-def _num_sms(device_index: int) -> int:
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
-
-
-def _device_sms(device: torch.device) -> int:
-    if device.type != "cuda":
-        return _DEFAULT_NUM_SMS
-    return _num_sms(device.index if device.index is not None else torch.cuda.current_device())
-
-
 def sampling_layout(batch: int, vocab: int, num_sms: int) -> tuple[int, int, int, int]:
     """(Q, chunk_len, num_chunks, BLOCK_B) from static sizes only. Q (hence the random
     stream of each token) depends on the vocab alone; chunks only on how many programs
@@ -263,7 +251,7 @@ def sample_tokens(
     if v == 0:
         raise ValueError("empty vocabulary")
     temperature, min_p = temperature.contiguous(), min_p.contiguous()
-    q, chunk_len, chunks, block_b = sampling_layout(b, v, _device_sms(logits.device))
+    q, chunk_len, chunks, block_b = sampling_layout(b, v, device_sms(logits.device))
     dev = logits.device
     ws_max = torch.empty(b * chunks, dtype=torch.float32, device=dev)
     ws_arg = torch.empty(b * chunks, dtype=torch.int32, device=dev)

@@ -7,6 +7,7 @@ round-to-nearest-even, so CPU tests check the rounding the GPU really does.
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -14,6 +15,7 @@ import triton
 import triton.language as tl
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+DEFAULT_NUM_SMS = 132  # H100 SXM: what launch heuristics assume off-GPU (interpreter)
 
 
 @triton.jit
@@ -43,3 +45,15 @@ def check_paged_inputs(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Te
     if q.stride(-1) != 1 or k_cache.stride(-1) != 1 or v_cache.stride(-1) != 1:
         raise ValueError("q and caches need a contiguous last dim")
     return kv_block, hk
+
+
+@functools.cache
+def _num_sms(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def device_sms(device: torch.device) -> int:
+    """Streaming multiprocessors of `device` (DEFAULT_NUM_SMS off a GPU), for grid sizing."""
+    if device.type != "cuda":
+        return DEFAULT_NUM_SMS
+    return _num_sms(device.index if device.index is not None else torch.cuda.current_device())

@@ -16,24 +16,15 @@ import math
 import re
 from typing import Any
 
+from titaninfer.tokenizer.gguf_tokenizer import bytes_to_unicode
 from titaninfer.types import TokenLogprobs
 
 _BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")
 
 
-def _byte_level_decoder() -> dict[str, int]:
-    """Inverse of GPT-2's byte -> printable character map."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAC + 1)) + list(range(0xAE, 0xFF + 1))
-    chars = {b: chr(b) for b in printable}
-    extra = 0
-    for b in range(256):
-        if b not in chars:
-            chars[b] = chr(256 + extra)
-            extra += 1
-    return {c: b for b, c in chars.items()}
 
 
-_BYTE_DECODER = _byte_level_decoder()
+_BYTE_DECODER = {c: b for b, c in bytes_to_unicode().items()}  # byte-level char -> byte
 
 
 def _finite(x: float) -> float:

@@ -69,7 +69,7 @@ class GGUFTokenizerSpec(NamedTuple):
 
 
 @lru_cache(maxsize=1)
-def _bytes_to_unicode() -> dict[int, str]:
+def bytes_to_unicode() -> dict[int, str]:
     """GPT-2's reversible byte -> printable character map (the byte-level alphabet)."""
     printable = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
     chars = {b: chr(b) for b in printable}
@@ -101,7 +101,7 @@ def _unique_vocab(spellings: list[str]) -> dict[str, int]:
 
 
 def _byte_level_model(tokens: list[str], types: list[int], md: dict[str, Any]) -> tuple[BPE, list[str]]:
-    byte_map = _bytes_to_unicode()
+    byte_map = bytes_to_unicode()
     alphabet = set(byte_map.values())
     # Normal tokens are spelled in the byte alphabet; a few files store one as raw text, which
     # BPE could never produce: respell it. Added tokens keep their text (they are matched whole).
