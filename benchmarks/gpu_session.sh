@@ -46,7 +46,7 @@ for stage in "$@"; do case $stage in
   profile-qwen) step profile-qwen-b256 150 python -m titaninfer profile --model dummy:qwen3-0.6b -n 256 \
              --input-len 512 --output-len 64 --steps 30 --warmup-steps 40 --out "$OUT/profile-qwen" ;;
   steps-qwen) step steps-qwen 200 python benchmarks/step_times.py --model dummy:qwen3-0.6b -n 256 --steps 60 --sync ;;
-  steps-qwen-async) step steps-qwen-async 200 python benchmarks/step_times.py --model dummy:qwen3-0.6b -n 256 --steps 60 ;;
+  steps-qwen-async) step steps-qwen-async 120 python benchmarks/step_times.py --model dummy:qwen3-0.6b -n 256 --steps 60 ;;
   profile-qwen-prefill) step profile-qwen-prefill 150 python -m titaninfer profile --model dummy:qwen3-0.6b -n 256 \
              --input-len 1024 --output-len 64 --warmup-steps 1 --steps 3 --out "$OUT/profile-qwen-prefill" ;;
   *) echo "unknown stage $stage"; exit 2 ;;
