@@ -23,11 +23,17 @@ B="python -m titaninfer.bench"
 for stage in "$@"; do case $stage in
   env) step env 60 bash -c 'nvidia-smi; python -c "import torch, triton, transformers; print(torch.__version__, triton.__version__, transformers.__version__, torch.cuda.get_device_name())"' ;;
   ceilings) step ceilings 60 $B ceilings ;;
-  e2e) step pytest-e2e-gpu 130 python -m pytest -q -s -m gpu tests/e2e/test_gpu.py ;;
+  e2e) step pytest-e2e-gpu 160 python -m pytest -q -s -m gpu tests/e2e/test_gpu.py ;;
   kernels) step pytest-kernels-gpu 90 python -m pytest -q -m gpu tests/kernels ;;
+  skinny-tests) step pytest-skinny-gpu 60 python -m pytest -q tests/kernels/test_skinny_gemm.py ;;
+  skinny-sweep) step skinny-sweep 200 python benchmarks/skinny_sweep.py --budget-s 140 --json "$OUT/skinny-sweep.json" ;;
+  latency-ab) step latency-skinny 75 $B latency --engines titaninfer --no-progress \
+             --model dummy:tinyllama-1.1b,dummy:llama3-8b --out "$OUT/packs/latency-skinny" --results-dir "$RESULTS/skinny" ;
+             step latency-cublas 75 env TITANINFER_SKINNY_MAX_ROWS=0 $B latency --engines titaninfer --no-progress \
+             --model dummy:tinyllama-1.1b,dummy:llama3-8b --out "$OUT/packs/latency-cublas" --results-dir "$RESULTS/cublas" ;;
   kernel-bench) step kernel-bench 240 python -m titaninfer.bench.kernels ;;
   smoke) step smoke-latency-tiny 150 $B latency --engines titaninfer --no-progress --model dummy:tinyllama-1.1b --out "$OUT/packs/smoke" ;;
-  latency) step latency-all 420 $B latency --engines titaninfer,hf --no-progress \
+  latency) step latency-all 560 $B latency --engines titaninfer,hf --no-progress \
              --model dummy:tinyllama-1.1b,dummy:qwen3-0.6b,dummy:llama3-8b --out "$OUT/packs/latency" --results-dir "$RESULTS" ;;
   offline-qwen) step offline-qwen3 400 $B offline --engines titaninfer,hf --no-progress \
              --model dummy:qwen3-0.6b --out "$OUT/packs/offline-qwen3" --results-dir "$RESULTS" ;;
@@ -35,9 +41,9 @@ for stage in "$@"; do case $stage in
              --model dummy:qwen3-0.6b,dummy:llama3-8b --out "$OUT/packs/latency-ti" --results-dir "$RESULTS" ;;
   offline-qwen-ti) step offline-qwen3-ti 200 $B offline --engines titaninfer --no-progress \
              --model dummy:qwen3-0.6b --out "$OUT/packs/offline-qwen3-ti" --results-dir "$RESULTS" ;;
-  offline-tiny) step offline-tiny 300 $B offline --engines titaninfer,hf --no-progress --num-requests 64 \
+  offline-tiny) step offline-tiny 230 $B offline --engines titaninfer,hf --no-progress --num-requests 64 \
              --model dummy:tinyllama-1.1b --out "$OUT/packs/offline-tiny" --results-dir "$RESULTS" ;;
-  offline-8b) step offline-8b 400 $B offline --engines titaninfer,hf --no-progress --num-requests 64 \
+  offline-8b) step offline-8b 330 $B offline --engines titaninfer,hf --no-progress --num-requests 64 \
              --model dummy:llama3-8b --out "$OUT/packs/offline-8b" --results-dir "$RESULTS" ;;
   profile-tiny) step profile-tiny 120 python -m titaninfer profile --model dummy:tinyllama-1.1b -n 1 \
              --input-len 128 --output-len 64 --steps 20 --out "$OUT/profile-tiny" ;;

@@ -39,3 +39,10 @@ def api_key() -> str | None:
 
 def log_level() -> str:
     return os.environ.get("TITANINFER_LOG_LEVEL", "INFO").upper()
+
+
+def skinny_gemm_max_rows() -> int:
+    """TITANINFER_SKINNY_MAX_ROWS: batches of at most this many tokens run their projections
+    on the skinny (GEMV) Triton kernel with RMSNorm / SiLU fused in; 0 turns it off. The
+    default, 1, is where it beat cuBLAS on an H200 (benchmarks/skinny_sweep.py)."""
+    return int(os.environ.get("TITANINFER_SKINNY_MAX_ROWS", "1"))

@@ -63,7 +63,12 @@ def test_greedy_and_logits_match_hf_bf16(shape: str, tmp_path) -> None:
     hf.save_pretrained(folder)
     prompts = _prompts(8, hf.config.vocab_size)
     llm = LLM(folder, device="cuda", dtype="bfloat16", gpu_memory_utilization=0.5)
-    outs = llm.generate(prompts, SamplingParams(temperature=0.0, max_tokens=32, ignore_eos=True, logprobs=5))
+    params = SamplingParams(temperature=0.0, max_tokens=32, ignore_eos=True, logprobs=5)
+    outs = llm.generate(prompts, params)
+    # Two prompts again, alone: batch-1 decode steps take the skinny (GEMV) path with the
+    # norms and SiLU fused into the projections; checked the same way as the batch.
+    outs += [llm.generate([p], params)[0] for p in prompts[:2]]
+    prompts = prompts + prompts[:2]
     del llm
     torch.cuda.empty_cache()
     hf32 = _wide_random_hf_model(shape).float()  # same seed: the same weights, in float32
@@ -128,3 +133,26 @@ def test_async_scheduling_and_sampling_paths_on_gpu() -> None:
         del llm
         torch.cuda.empty_cache()
     assert runs[0] == runs[1] == runs[2]
+
+
+def test_no_kernel_compiles_after_startup() -> None:
+    """Batches of every size, mixed prefill/decode steps, greedy and sampled rows: no Triton
+    kernel variant may compile after start-up (each would stall a step for ~1 s)."""
+    from titaninfer.kernels.compile_watch import late_compiles
+
+    llm = LLM("dummy:qwen3-0.6b", device="cuda", gpu_memory_utilization=0.3, max_num_seqs=64,
+              max_num_batched_tokens=512)
+    before = len(late_compiles())
+    gen = torch.Generator().manual_seed(3)
+    lens = torch.randint(3, 400, (70,), generator=gen).tolist()
+    outs = torch.randint(1, 60, (70,), generator=gen).tolist()
+    prompts = [torch.randint(10, 150000, (n,), generator=gen).tolist() for n in lens]
+    params = [SamplingParams(temperature=0.0 if i % 3 else 0.7, top_p=0.9 if i % 5 == 0 else 1.0, seed=i,
+                             min_p=0.05 if i % 7 == 0 else 0.0, max_tokens=o, ignore_eos=True)
+              for i, o in enumerate(outs)]
+    done = llm.generate(prompts, params)
+    assert [len(o.outputs[0].token_ids) for o in done] == outs
+    late = late_compiles()[before:]
+    assert not late, f"{len(late)} kernel variants compiled after start-up, first: {late[0][:300]}"
+    del llm
+    torch.cuda.empty_cache()

@@ -18,6 +18,7 @@ import torch
 
 from titaninfer.config import CacheConfig, EngineConfig, SchedulerConfig, parse_dtype
 from titaninfer.engine.output_processor import SequenceState
+from titaninfer.kernels.compile_watch import starting_up
 from titaninfer.kv.manager import KVCacheManager
 from titaninfer.loader import LoadedModel, load_model
 from titaninfer.runner.kv_cache import CPU_DEFAULT_KV_BYTES, num_blocks_for_bytes
@@ -91,33 +92,34 @@ class LLMEngine:
         cache = config.cache
         self.activation_peak_bytes: int | None = None
         t0 = time.perf_counter()
-        if cache.num_blocks is None:
-            if config.device == "cpu":
-                kv_bytes = cache.kv_cache_bytes or CPU_DEFAULT_KV_BYTES
-            elif cache.kv_cache_bytes:
-                kv_bytes = cache.kv_cache_bytes
-            else:
-                sched = config.scheduler
-                self.activation_peak_bytes = profile_activation_peak(
-                    loaded.model, loaded.config, sched.max_num_batched_tokens, sched.max_num_seqs,
-                    cache.block_size, config.dtype, torch.device(config.device))
-                graph_logits = 4 * loaded.config.vocab_size * sched.max_num_seqs
-                kv_bytes = gpu_kv_cache_bytes(cache.gpu_memory_utilization, config.device,
-                                              self.activation_peak_bytes, graph_logits)
-            num_blocks = num_blocks_for_bytes(loaded.config, cache.block_size, config.dtype, kv_bytes)
-            cache = CacheConfig(**{**cache.__dict__, "num_blocks": num_blocks})
-            self.config = config = config.replace(cache=cache)
-        assert cache.num_blocks is not None
-        self.kv = self._make_kv_manager(cache)
-        self.async_scheduling = (config.async_scheduling if config.async_scheduling is not None
-                                 else config.device.startswith("cuda"))
-        self.scheduler = Scheduler(config.scheduler, self.kv, config.max_model_len,
-                                   async_scheduling=self.async_scheduling)
-        self.runner = ModelRunner(loaded.model, loaded.config, cache.num_blocks, cache.block_size,
-                                  config.device, config.dtype, seed=config.seed,
-                                  max_model_len=config.max_model_len,
-                                  max_num_seqs=config.scheduler.max_num_seqs,
-                                  enforce_eager=config.enforce_eager)
+        with starting_up():  # compiles here are start-up, not mid-run stalls
+            if cache.num_blocks is None:
+                if config.device == "cpu":
+                    kv_bytes = cache.kv_cache_bytes or CPU_DEFAULT_KV_BYTES
+                elif cache.kv_cache_bytes:
+                    kv_bytes = cache.kv_cache_bytes
+                else:
+                    sched = config.scheduler
+                    self.activation_peak_bytes = profile_activation_peak(
+                        loaded.model, loaded.config, sched.max_num_batched_tokens, sched.max_num_seqs,
+                        cache.block_size, config.dtype, torch.device(config.device))
+                    graph_logits = 4 * loaded.config.vocab_size * sched.max_num_seqs
+                    kv_bytes = gpu_kv_cache_bytes(cache.gpu_memory_utilization, config.device,
+                                                  self.activation_peak_bytes, graph_logits)
+                num_blocks = num_blocks_for_bytes(loaded.config, cache.block_size, config.dtype, kv_bytes)
+                cache = CacheConfig(**{**cache.__dict__, "num_blocks": num_blocks})
+                self.config = config = config.replace(cache=cache)
+            assert cache.num_blocks is not None
+            self.kv = self._make_kv_manager(cache)
+            self.async_scheduling = (config.async_scheduling if config.async_scheduling is not None
+                                     else config.device.startswith("cuda"))
+            self.scheduler = Scheduler(config.scheduler, self.kv, config.max_model_len,
+                                       async_scheduling=self.async_scheduling)
+            self.runner = ModelRunner(loaded.model, loaded.config, cache.num_blocks, cache.block_size,
+                                      config.device, config.dtype, seed=config.seed,
+                                      max_model_len=config.max_model_len,
+                                      max_num_seqs=config.scheduler.max_num_seqs,
+                                      enforce_eager=config.enforce_eager)
         self._inflight: tuple[SchedulerOutput, StepHandle] | None = None
         # Engine start-up beyond loading weights: memory profiling, KV allocation, graphs.
         self.startup_s = time.perf_counter() - t0

@@ -69,7 +69,10 @@ def _race_update(x, cols, bits, inv_t, z_max, log_min_p, best, best_i):
     return _max_update(score, cols, best, best_i)
 
 
-@triton.jit
+# The row count and the per-row parameter slices (rows of one [2, B] staging tensor, so
+# their alignment follows B) change every step: not specialised, or each new batch size
+# would compile a new variant mid-run (~1 s stall per kernel).
+@triton.jit(do_not_specialize=["n_rows", "temp_ptr", "min_p_ptr", "seed_ptr", "offset_ptr"])
 def _first_pass_kernel(
     logits_ptr, temp_ptr, min_p_ptr, seed_ptr, offset_ptr,
     ws_max_ptr, ws_arg_ptr, ws_score_ptr, ws_idx_ptr, n_rows, vocab, l_s0, chunk_len,
@@ -126,7 +129,7 @@ def _first_pass_kernel(
         tl.store(ws_idx_ptr + ws, s_idx, mask=r_ok)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n_rows", "temp_ptr", "min_p_ptr", "seed_ptr", "offset_ptr"])
 def _second_pass_kernel(
     logits_ptr, temp_ptr, min_p_ptr, seed_ptr, offset_ptr, ws_max_ptr, ws_score_ptr,
     ws_idx_ptr, n_rows, vocab, l_s0, chunk_len,
@@ -177,7 +180,7 @@ def _second_pass_kernel(
         tl.store(ws_idx_ptr + ws, idx, mask=r_ok)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n_rows", "temp_ptr"])
 def _pick_kernel(
     ws_max_ptr, ws_arg_ptr, ws_score_ptr, ws_idx_ptr, temp_ptr, out_ptr, n_rows, vocab,
     NUM_CHUNKS: tl.constexpr, CHUNKS_PAD: tl.constexpr, BLOCK_B: tl.constexpr,

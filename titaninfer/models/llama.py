@@ -14,10 +14,10 @@ from torch import nn
 
 from titaninfer.config import ModelConfig
 from titaninfer.kernels.reference import rotary_ref
-from titaninfer.layers.activation import silu_and_mul
 from titaninfer.layers.attention import paged_attention
 from titaninfer.layers.attention_metadata import AttentionMetadata
 from titaninfer.layers.dispatch import use_triton
+from titaninfer.layers.linear import linear, norm_linear, silu_mul_linear
 from titaninfer.layers.norm import RMSNorm
 from titaninfer.layers.rotary import RotaryEmbedding
 
@@ -39,10 +39,11 @@ class Attention(nn.Module):
             self.k_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps)
         self.rotary = rotary
 
-    def forward(self, positions: torch.Tensor, x: torch.Tensor, kv_cache: KVCache,
+    def forward(self, positions: torch.Tensor, qkv: torch.Tensor, kv_cache: KVCache,
                 meta: AttentionMetadata) -> torch.Tensor:
-        t = x.shape[0]
-        qkv = self.qkv_proj(x)
+        """qkv: this layer's fused q/k/v projection [T, q_size + 2 * kv_size] (the decoder
+        layer computes it, with the input norm fused in) -> o_proj output [T, H]."""
+        t = qkv.shape[0]
         q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
         q = q.reshape(t, self.num_heads, self.head_dim)
         k = k.reshape(t, self.num_kv_heads, self.head_dim)
@@ -61,7 +62,7 @@ class Attention(nn.Module):
         else:
             q, k = rotary_ref(positions, q, k, cos_sin)
             o = paged_attention(q, k, v, k_cache, v_cache, meta, self.scale)
-        return self.o_proj(o.reshape(t, self.q_size))
+        return linear(o.reshape(t, self.q_size), self.o_proj)
 
 
 class MLP(nn.Module):
@@ -70,8 +71,10 @@ class MLP(nn.Module):
         self.gate_up_proj = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(silu_and_mul(self.gate_up_proj(x)))
+    def forward(self, gate_up: torch.Tensor) -> torch.Tensor:
+        """gate_up: the fused gate/up projection [T, 2I] (computed by the decoder layer, with
+        the post-attention norm fused in) -> down projection [T, H]."""
+        return silu_mul_linear(gate_up, self.down_proj)
 
 
 class DecoderLayer(nn.Module):
@@ -84,13 +87,12 @@ class DecoderLayer(nn.Module):
 
     def forward(self, positions: torch.Tensor, x: torch.Tensor, residual: torch.Tensor | None,
                 kv_cache: KVCache, meta: AttentionMetadata) -> tuple[torch.Tensor, torch.Tensor]:
-        h, residual = self.input_layernorm(x, residual)
-        if residual is None:  # first layer: the residual stream starts as the embeddings
-            residual = x
-        h = self.self_attn(positions, h, kv_cache, meta)
-        h, residual = self.post_attention_layernorm(h, residual)
-        assert residual is not None
-        return self.mlp(h), residual
+        # Each norm runs inside the projection that follows it (one pass on the skinny path).
+        # First layer: no residual yet, the stream starts as the embeddings x.
+        qkv, residual = norm_linear(x, residual, self.input_layernorm, self.self_attn.qkv_proj)
+        h = self.self_attn(positions, qkv, kv_cache, meta)
+        gate_up, residual = norm_linear(h, residual, self.post_attention_layernorm, self.mlp.gate_up_proj)
+        return self.mlp(gate_up), residual
 
 
 class LlamaForCausalLM(nn.Module):
@@ -118,7 +120,7 @@ class LlamaForCausalLM(nn.Module):
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden: [N, H] -> float32 logits [N, V]."""
-        return self.lm_head(hidden).float()
+        return linear(hidden, self.lm_head).float()
 
     # ------------------------------------------------------------------ weights
     # Hugging Face names -> (our parameter, shard index within a fused parameter).

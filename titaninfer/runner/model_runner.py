@@ -26,7 +26,7 @@ from titaninfer.layers.dispatch import use_triton
 from titaninfer.runner.batch import HostBatch, build_host_batch, host_to_device, to_device
 from titaninfer.runner.kv_cache import allocate_kv_cache
 from titaninfer.runner.sampler import Sampler, SamplingRow
-from titaninfer.types import RunnerOutput, SamplingParams, SchedulerOutput
+from titaninfer.types import RunnerOutput, SamplingParams, ScheduledChunk, SchedulerOutput
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +98,9 @@ class ModelRunner:
             self.graphs.capture()
         if self.device.type == "cuda" and use_triton(self.kv_caches[0][0]):
             self._warm_up_kernels(max_num_seqs)
+            from titaninfer.kernels.compile_watch import watch_late_compiles
+
+            watch_late_compiles()
 
     def _warm_up_kernels(self, max_num_seqs: int) -> None:
         """Compile, before the first request, every variant of the kernels whose constexprs
@@ -126,9 +129,26 @@ class ModelRunner:
         while splits <= _MAX_SPLITS:
             paged_decode_attention(q, k_cache, v_cache, seq_lens, tables, 1.0, num_splits=splits)
             splits *= 2
+        self._warm_up_mixed_step()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         logger.info("kernel warm-up in %.1f s", time.perf_counter() - t0)
+
+    @torch.inference_mode()
+    def _warm_up_mixed_step(self) -> None:
+        """One eager step holding a decode and a prefill chunk over a cached prefix, the
+        shape of most steps under load, which the start-up memory profile (a lone prefill)
+        and the decode graphs do not cover. Writes KV into blocks no request owns yet."""
+        bs = self.block_size
+        need = -(-17 // bs) + -(-(16 + 20) // bs)
+        if self.num_blocks < need:
+            return
+        decode = ScheduledChunk("warm-decode", [1], 16, [], True)
+        prefill = ScheduledChunk("warm-prefill", list(range(2, 22)), 16, [], True)
+        n_dec = -(-17 // bs)
+        tables = {"warm-decode": list(range(n_dec)), "warm-prefill": list(range(n_dec, need))}
+        hb = build_host_batch([decode, prefill], tables, bs)
+        self._forward(hb)
 
     @property
     def num_tracked_requests(self) -> int:

@@ -99,8 +99,11 @@ class HFEngine:
                              "length" if n == req.output_len else "stop")
 
     def _run_latency(self, workload: Workload, progress: bool) -> tuple[list[RequestRecord], float]:
+        # Warm up with the first request's own lengths: the static cache (and the graph that
+        # transformers compiles for it) is sized by prompt + max_new_tokens, so a shorter
+        # warm-up would leave the compile inside the timed run.
         warm = workload.requests[0]
-        self._generate_one(BenchRequest(-1, warm.prompt_ids, min(4, warm.output_len)), True, 0.0)
+        self._generate_one(BenchRequest(-1, warm.prompt_ids, warm.output_len), True, 0.0)
         t0 = time.perf_counter()
         records = [self._generate_one(r, workload.spec.ignore_eos, t0)
                    for r in tqdm(workload.requests, desc="hf latency", unit="req", disable=not progress)]

@@ -1,0 +1,110 @@
+"""skinny_gemm vs plain PyTorch: prologue reference (rms_norm_ref / silu_and_mul_ref), then a
+float32 matmul rounded once. Odd M, N, K (not multiples of any tile), bias, both inner
+products (elementwise and tl.dot), fp16/bf16."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("triton", reason="Triton is not installed: kernel tests need it")
+
+from titaninfer.kernels.reference import rms_norm_ref, silu_and_mul_ref  # noqa: E402
+from titaninfer.kernels.skinny_gemm import (  # noqa: E402
+    MAX_M,
+    SkinnyConfig,
+    pick_config,
+    skinny_linear,
+    skinny_rmsnorm_linear,
+    skinny_silu_mul_linear,
+)
+
+gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+DOT = SkinnyConfig(block_n=16, block_k=64, num_warps=4, num_stages=2, use_dot=True)
+SMALL = SkinnyConfig(block_n=4, block_k=64, num_warps=4, num_stages=2)
+
+
+def _matmul_ref(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    out = x.double() @ w.double().T
+    if b is not None:
+        out += b.double()
+    return out.to(x.dtype)
+
+
+def _assert_one_rounding(out: torch.Tensor, ref: torch.Tensor) -> None:
+    """Same math, other float32 summation order: within one output ulp plus a little."""
+    assert out.shape == ref.shape and out.dtype == ref.dtype
+    assert not out.isnan().any(), "unwritten output element"
+    ulp = {torch.float16: 2**-10, torch.bfloat16: 2**-7}[out.dtype]
+    torch.testing.assert_close(out.float(), ref.float(), rtol=ulp, atol=ulp * ref.float().abs().max().item() * 0.01 + 1e-3)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("m,n,k", [(1, 37, 100), (3, 65, 200), (8, 20, 64), (MAX_M, 33, 130)])
+@pytest.mark.parametrize("config", [None, SMALL, DOT], ids=["picked", "elementwise", "dot"])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_skinny_linear(m, n, k, dtype, config, with_bias, device, poison_empty):
+    torch.manual_seed(m * 1000 + n)
+    x = torch.randn(m, k, device=device).to(dtype)
+    w = (torch.randn(n, k, device=device) / k ** 0.5).to(dtype)
+    b = torch.randn(n, device=device).to(dtype) if with_bias else None
+    _assert_one_rounding(skinny_linear(x, w, b, config=config), _matmul_ref(x, w, b))
+
+
+@pytest.mark.parametrize("m,n,k", [(1, 48, 96), (5, 31, 70)])
+@pytest.mark.parametrize("config", [None, DOT], ids=["picked", "dot"])
+def test_skinny_silu_mul_linear(m, n, k, config, device, poison_empty):
+    dtype = torch.bfloat16
+    gu = (torch.randn(m, 2 * k, device=device) * 2).to(dtype)
+    w = (torch.randn(n, k, device=device) / k ** 0.5).to(dtype)
+    out = skinny_silu_mul_linear(gu, w, config=config)
+    _assert_one_rounding(out, _matmul_ref(silu_and_mul_ref(gu), w, None))
+
+
+@pytest.mark.parametrize("m,n,k", [(1, 40, 128), (6, 29, 100)])
+@pytest.mark.parametrize("with_residual", [False, True])
+@pytest.mark.parametrize("config", [None, SMALL, DOT], ids=["picked", "elementwise", "dot"])
+def test_skinny_rmsnorm_linear(m, n, k, with_residual, config, device, poison_empty):
+    dtype = torch.bfloat16
+    x = (torch.randn(m, k, device=device) * 3).to(dtype)
+    res = torch.randn(m, k, device=device).to(dtype) if with_residual else None
+    nw = (1 + torch.randn(k, device=device) * 0.1).to(dtype)
+    w = (torch.randn(n, k, device=device) / k ** 0.5).to(dtype)
+    b = torch.randn(n, device=device).to(dtype)
+    out, new_res = skinny_rmsnorm_linear(x, res, nw, 1e-6, w, b, config=config)
+    normed, ref_res = rms_norm_ref(x, nw, 1e-6, res)
+    _assert_one_rounding(out, _matmul_ref(normed, w, b))
+    if with_residual:
+        assert torch.equal(new_res, ref_res), "x + residual: one exact rounding"
+    else:
+        assert new_res is x
+
+
+def test_rejects_bad_inputs(device):
+    x = torch.randn(2, 8, device=device).to(torch.bfloat16)
+    with pytest.raises(ValueError, match="MAX_M"):
+        skinny_linear(torch.zeros(MAX_M + 1, 8, device=device, dtype=torch.bfloat16), torch.zeros(4, 8, device=device, dtype=torch.bfloat16))
+    with pytest.raises(ValueError, match="does not take"):
+        skinny_linear(x, torch.zeros(4, 9, device=device, dtype=torch.bfloat16))
+    with pytest.raises(TypeError):
+        skinny_linear(x.float(), torch.zeros(4, 8, device=device))
+    with pytest.raises(ValueError, match="odd"):
+        skinny_silu_mul_linear(torch.zeros(1, 7, device=device, dtype=torch.bfloat16), torch.zeros(4, 3, device=device, dtype=torch.bfloat16))
+
+
+def test_pick_config_fills_the_gpu():
+    for n in (1024, 2048, 4096, 32000):
+        cfg = pick_config(1, n, 2048)
+        assert n // cfg.block_n >= 2 * 132, "fewer than two programs per SM"
+        assert cfg.block_k <= 2048
+    assert pick_config(8, 2048, 2048).use_dot
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("m", [1, 2, 4, 8, 16])
+@pytest.mark.parametrize("n,k", [(2560, 2048), (2048, 5632), (4096, 1024)])
+def test_skinny_linear_model_shapes_gpu(m, n, k):
+    x = torch.randn(m, k, device="cuda").to(torch.bfloat16)
+    w = (torch.randn(n, k, device="cuda") / k ** 0.5).to(torch.bfloat16)
+    _assert_one_rounding(skinny_linear(x, w), _matmul_ref(x, w, None))

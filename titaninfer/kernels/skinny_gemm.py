@@ -1,0 +1,222 @@
+"""Skinny matmul: out[M, N] = prologue(x)[M, K] @ W[N, K]^T (+ bias) for M <= MAX_M rows.
+
+Decode steps of small batches are GEMVs: every weight byte is read once and used M times,
+so the step is bound by streaming W from HBM. cuBLAS picks tiles made for large M and
+leaves SMs idle on the narrower projections (measured 1.5-1.8 TB/s of 4.15 on an H200 for
+TinyLlama's qkv and o projections). Here a program owns BLOCK_N rows of W and the whole K
+(no split-K, no second pass): the grid has N / BLOCK_N programs, each streaming
+BLOCK_N x K contiguous weights with wide loads.
+
+The same pass applies what precedes the projection in the decoder, so those ops cost no
+launch and no extra activation round trip:
+
+    PROLOGUE_NONE      x as is
+    PROLOGUE_SILU_MUL  x = [gate | up] (2K wide): silu(gate) * up   (`silu_and_mul_ref`)
+    PROLOGUE_RMSNORM   x (+ residual): rmsnorm(x + residual) * norm_w (`rms_norm_ref`,
+                       its roundings included); the programs of the first column block
+                       also store x + residual, the new residual stream.
+
+Each program recomputes the prologue for its rows of x (a few KiB, from L2), which is far
+cheaper than a launch. The RMSNorm prologue reads x twice: once for the row's sum of
+squares, once in the main loop.
+
+Products and sums are float32, one rounding to the output dtype (bias added before it).
+Two inner products: elementwise multiply-and-sum (any M, no tensor cores) and `tl.dot`
+with M padded to 16 (USE_DOT); `pick_config` chooses from measurements.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from titaninfer.kernels.triton_common import INTERPRET as _INTERPRET
+from titaninfer.kernels.triton_common import round_to
+
+MAX_M = 16  # rows this kernel serves; larger batches go to cuBLAS
+
+PROLOGUE_NONE, PROLOGUE_SILU_MUL, PROLOGUE_RMSNORM = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class SkinnyConfig:
+    block_n: int
+    block_k: int
+    num_warps: int
+    num_stages: int
+    use_dot: bool = False
+
+
+@triton.jit
+def _load_input(x_ptr, res_ptr, nw_ptr, new_res_ptr, ms, m_ok, ks, k_ok, x_stride, K, rstd, store_res_rows,
+                dtype: tl.constexpr, PROLOGUE: tl.constexpr, HAS_RES: tl.constexpr,
+                EMULATE_RNE: tl.constexpr):
+    """[BM, BLOCK_K] float32 tile of prologue(x), every value exactly representable in dtype."""
+    mask = m_ok[:, None] & k_ok[None, :]
+    offs = ms[:, None] * x_stride + ks[None, :]
+    if PROLOGUE == 1:
+        gate = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        up = tl.load(x_ptr + offs + K, mask=mask, other=0.0).to(tl.float32)
+        return round_to(gate / (1.0 + tl.exp(-gate)) * up, dtype, EMULATE_RNE).to(tl.float32)
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    if PROLOGUE == 2:
+        if HAS_RES:
+            r = tl.load(res_ptr + ms[:, None] * K + ks[None, :], mask=mask, other=0.0).to(tl.float32)
+            s = round_to(x + r, dtype, EMULATE_RNE)
+            tl.store(new_res_ptr + ms[:, None] * K + ks[None, :], s, mask=mask & (ms < store_res_rows)[:, None])
+            x = s.to(tl.float32)
+        normed = round_to(x * rstd[:, None], dtype, EMULATE_RNE).to(tl.float32)
+        w = tl.load(nw_ptr + ks, mask=k_ok, other=0.0).to(tl.float32)
+        x = round_to(normed * w[None, :], dtype, EMULATE_RNE).to(tl.float32)
+    return x
+
+
+# M changes with the batch: not specialised on, so one variant per (shape, BM bucket).
+@triton.jit(do_not_specialize=["M"])
+def _skinny_gemm_kernel(
+    x_ptr, w_ptr, b_ptr, out_ptr, res_ptr, nw_ptr, new_res_ptr,
+    M, N, K, x_stride, eps,
+    BM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    PROLOGUE: tl.constexpr, HAS_RES: tl.constexpr, HAS_BIAS: tl.constexpr,
+    USE_DOT: tl.constexpr, EMULATE_RNE: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    rows = pid.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)  # rows of W = output columns
+    n_ok = rows < N
+    ms = tl.arange(0, BM)
+    m_ok = ms < M
+    dtype = out_ptr.dtype.element_ty
+    store_res_rows = tl.where(pid == 0, M, 0)  # only the first program stores x + residual
+
+    rstd = tl.zeros([BM], dtype=tl.float32)
+    if PROLOGUE == 2:  # first pass: each row's mean square (x + residual rounded first)
+        sq = tl.zeros([BM], dtype=tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            ks = k0 + tl.arange(0, BLOCK_K)
+            mask = m_ok[:, None] & (ks < K)[None, :]
+            x = tl.load(x_ptr + ms[:, None] * x_stride + ks[None, :], mask=mask, other=0.0).to(tl.float32)
+            if HAS_RES:
+                r = tl.load(res_ptr + ms[:, None] * K + ks[None, :], mask=mask, other=0.0).to(tl.float32)
+                x = round_to(x + r, dtype, EMULATE_RNE).to(tl.float32)
+            sq += tl.sum(x * x, axis=1)
+        rstd = tl.div_rn(1.0, tl.sqrt_rn(sq / K + eps))
+
+    w_rows = w_ptr + rows[:, None] * K
+    if USE_DOT:
+        acc = tl.zeros([BM, BLOCK_N], dtype=tl.float32)
+    elif BM == 1:
+        acc2 = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)  # one reduction at the end
+    else:
+        acc = tl.zeros([BM, BLOCK_N], dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        ks = k0 + tl.arange(0, BLOCK_K)
+        k_ok = ks < K
+        w = tl.load(w_rows + ks[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
+        x = _load_input(x_ptr, res_ptr, nw_ptr, new_res_ptr, ms, m_ok, ks, k_ok, x_stride, K, rstd,
+                        store_res_rows, dtype, PROLOGUE, HAS_RES, EMULATE_RNE)
+        if USE_DOT:
+            if EMULATE_RNE:  # the interpreter's bf16 dot is wrong: values are exact in fp32
+                acc += tl.dot(x, tl.trans(w.to(tl.float32)))
+            else:
+                acc += tl.dot(x.to(w.dtype), tl.trans(w))
+        elif BM == 1:
+            acc2 += w.to(tl.float32) * x
+        else:
+            acc += tl.sum(x[:, None, :] * w.to(tl.float32)[None, :, :], axis=2)
+    if not USE_DOT and BM == 1:
+        acc = tl.sum(acc2, axis=1)[None, :]
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + rows, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+    out_offs = ms[:, None] * N + rows[None, :]
+    tl.store(out_ptr + out_offs, round_to(acc, dtype, EMULATE_RNE), mask=m_ok[:, None] & n_ok[None, :])
+
+
+def m_bucket(m: int) -> int:
+    """Rows the kernel is compiled for: the next power of two (one variant per bucket)."""
+    return 1 if m <= 1 else triton.next_power_of_2(m)
+
+
+def pick_config(m: int, n: int, k: int, num_sms: int = 132) -> SkinnyConfig:
+    """Tile choice for [m, k] x [n, k]^T, from `benchmarks/skinny_sweep.py` on an H200.
+
+    M = 1: 4 rows of W x 1024 columns per iteration (8 KiB per program in flight, thousands
+    of programs), no software pipelining: the best or within a few % of it on the TinyLlama,
+    Llama-3-8B and Qwen3-0.6B projections. M >= 4: only the tl.dot form came near cuBLAS
+    (it did not beat it), so the engine sends those batches to cuBLAS; these are fallbacks."""
+    bm = m_bucket(m)
+    block_k = min(1024, max(64, triton.next_power_of_2(k)))
+    if bm <= 2:  # narrow outputs (N < 1056): 2 rows per program, to keep >= 2 programs per SM
+        block_n = 4 if triton.cdiv(n, 4) >= 2 * num_sms else 2
+        return SkinnyConfig(block_n=block_n, block_k=block_k, num_warps=4, num_stages=1)
+    return SkinnyConfig(block_n=32, block_k=min(block_k, 128), num_warps=4, num_stages=3, use_dot=True)
+
+
+def _check(x: torch.Tensor, weight: torch.Tensor, k: int) -> None:
+    if x.dim() != 2 or weight.dim() != 2:
+        raise ValueError(f"skinny_gemm: x {tuple(x.shape)} and weight {tuple(weight.shape)} must be 2-D")
+    if x.shape[0] > MAX_M:
+        raise ValueError(f"skinny_gemm: {x.shape[0]} rows > MAX_M={MAX_M}; use a GEMM")
+    if weight.shape[1] != k:
+        raise ValueError(f"skinny_gemm: weight {tuple(weight.shape)} does not take {k} inputs")
+    if x.dtype not in (torch.float16, torch.bfloat16) or weight.dtype != x.dtype:
+        raise TypeError(f"skinny_gemm: needs fp16/bf16 x and weight of one dtype, got {x.dtype}/{weight.dtype}")
+    if x.stride(-1) != 1 or not weight.is_contiguous():
+        raise ValueError("skinny_gemm: x needs a contiguous last dim and weight must be contiguous")
+
+
+def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, k: int, prologue: int,
+            residual: torch.Tensor | None = None, norm_weight: torch.Tensor | None = None,
+            eps: float = 0.0, config: SkinnyConfig | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    _check(x, weight, k)
+    m, n = x.shape[0], weight.shape[0]
+    out = torch.empty((m, n), dtype=x.dtype, device=x.device)
+    new_res = torch.empty((m, k), dtype=x.dtype, device=x.device) if residual is not None else None
+    if m == 0:
+        return out, new_res
+    cfg = config or pick_config(m, n, k)
+    bm = max(16, m_bucket(m)) if cfg.use_dot else m_bucket(m)
+    grid = (triton.cdiv(n, cfg.block_n),)
+    _skinny_gemm_kernel[grid](
+        x, weight, bias if bias is not None else weight, out,
+        residual if residual is not None else x, norm_weight if norm_weight is not None else weight,
+        new_res if new_res is not None else out,
+        m, n, k, x.stride(0), float(eps),
+        BM=bm, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
+        PROLOGUE=prologue, HAS_RES=residual is not None, HAS_BIAS=bias is not None,
+        USE_DOT=cfg.use_dot, EMULATE_RNE=_INTERPRET,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )
+    return out, new_res
+
+
+def skinny_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                  config: SkinnyConfig | None = None) -> torch.Tensor:
+    """F.linear(x, weight, bias) for x [M <= MAX_M, K]."""
+    return _launch(x, weight, bias, x.shape[-1], PROLOGUE_NONE, config=config)[0]
+
+
+def skinny_silu_mul_linear(gate_up: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                           config: SkinnyConfig | None = None) -> torch.Tensor:
+    """F.linear(silu_and_mul(gate_up), weight, bias); gate_up [M, 2K] = [gate | up]."""
+    if gate_up.shape[-1] % 2:
+        raise ValueError(f"skinny_silu_mul_linear: last dim {gate_up.shape[-1]} is odd")
+    return _launch(gate_up, weight, bias, gate_up.shape[-1] // 2, PROLOGUE_SILU_MUL, config=config)[0]
+
+
+def skinny_rmsnorm_linear(
+    x: torch.Tensor, residual: torch.Tensor | None, norm_weight: torch.Tensor, eps: float,
+    weight: torch.Tensor, bias: torch.Tensor | None = None, config: SkinnyConfig | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(F.linear(rmsnorm(x + residual) * norm_weight, weight, bias), x + residual).
+
+    Without a residual the second value is x itself (the residual stream starts there)."""
+    k = x.shape[-1]
+    if norm_weight.shape != (k,):
+        raise ValueError(f"skinny_rmsnorm_linear: norm weight {tuple(norm_weight.shape)} != ({k},)")
+    if residual is not None and (residual.shape != x.shape or not residual.is_contiguous()):
+        raise ValueError(f"skinny_rmsnorm_linear: residual {tuple(residual.shape)} must be a contiguous {tuple(x.shape)}")
+    out, new_res = _launch(x, weight, bias, k, PROLOGUE_RMSNORM, residual, norm_weight.contiguous(), eps, config)
+    return out, (new_res if new_res is not None else x)

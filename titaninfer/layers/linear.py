@@ -1,0 +1,53 @@
+"""Projections: cuBLAS for wide batches, the skinny (GEMV) Triton kernel for narrow ones.
+
+A decode step of a few sequences reads every weight once for a handful of rows; there the
+skinny kernel streams the weights closer to the bandwidth limit and takes the RMSNorm or
+SiLU-and-multiply that precedes a projection into the same pass (see kernels/skinny_gemm.py).
+`skinny_rows_ok` is the one switch; the fused helpers fall back to the separate ops.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from titaninfer import env
+from titaninfer.layers.activation import silu_and_mul
+from titaninfer.layers.dispatch import use_triton
+from titaninfer.layers.norm import RMSNorm
+
+
+def skinny_rows_ok(x: torch.Tensor) -> bool:
+    """True when x's projections should run on the skinny kernel."""
+    if x.dtype not in (torch.float16, torch.bfloat16) or not use_triton(x):
+        return False
+    return 0 < x.shape[0] <= min(env.skinny_gemm_max_rows(), 16)
+
+
+def linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
+    if skinny_rows_ok(x):
+        from titaninfer.kernels.skinny_gemm import skinny_linear
+
+        return skinny_linear(x, layer.weight, layer.bias)
+    return F.linear(x, layer.weight, layer.bias)
+
+
+def norm_linear(x: torch.Tensor, residual: torch.Tensor | None, norm: RMSNorm,
+                layer: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
+    """(layer(norm(x + residual)), x + residual); without a residual the stream starts at x."""
+    if skinny_rows_ok(x):
+        from titaninfer.kernels.skinny_gemm import skinny_rmsnorm_linear
+
+        return skinny_rmsnorm_linear(x, residual, norm.weight, norm.eps, layer.weight, layer.bias)
+    h, new_residual = norm(x, residual)
+    return F.linear(h, layer.weight, layer.bias), (x if new_residual is None else new_residual)
+
+
+def silu_mul_linear(gate_up: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
+    """layer(silu(gate) * up) for gate_up = [gate | up]."""
+    if skinny_rows_ok(gate_up):
+        from titaninfer.kernels.skinny_gemm import skinny_silu_mul_linear
+
+        return skinny_silu_mul_linear(gate_up, layer.weight, layer.bias)
+    return F.linear(silu_and_mul(gate_up), layer.weight, layer.bias)
