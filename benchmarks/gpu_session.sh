@@ -35,15 +35,17 @@ for stage in "$@"; do case $stage in
   smoke) step smoke-latency-tiny 150 $B latency --engines titaninfer --no-progress --model dummy:tinyllama-1.1b --out "$OUT/packs/smoke" ;;
   latency) step latency-all 560 $B latency --engines titaninfer,hf --no-progress \
              --model dummy:tinyllama-1.1b,dummy:qwen3-0.6b,dummy:llama3-8b --out "$OUT/packs/latency" --results-dir "$RESULTS" ;;
-  offline-qwen) step offline-qwen3 400 $B offline --engines titaninfer,hf --no-progress \
+  offline-qwen) step offline-qwen3 380 $B offline --engines titaninfer,hf --no-progress \
              --model dummy:qwen3-0.6b --out "$OUT/packs/offline-qwen3" --results-dir "$RESULTS" ;;
   latency-ti) step latency-ti 110 $B latency --engines titaninfer --no-progress \
              --model dummy:qwen3-0.6b,dummy:llama3-8b --out "$OUT/packs/latency-ti" --results-dir "$RESULTS" ;;
+  latency-ti3) step latency-ti3 100 $B latency --engines titaninfer --no-progress \
+             --model dummy:tinyllama-1.1b,dummy:qwen3-0.6b,dummy:llama3-8b --out "$OUT/packs/latency-ti3" --results-dir "$RESULTS" ;;
   offline-qwen-ti) step offline-qwen3-ti 200 $B offline --engines titaninfer --no-progress \
              --model dummy:qwen3-0.6b --out "$OUT/packs/offline-qwen3-ti" --results-dir "$RESULTS" ;;
-  offline-tiny) step offline-tiny 230 $B offline --engines titaninfer,hf --no-progress --num-requests 64 \
+  offline-tiny) step offline-tiny 200 $B offline --engines titaninfer,hf --no-progress --num-requests 64 \
              --model dummy:tinyllama-1.1b --out "$OUT/packs/offline-tiny" --results-dir "$RESULTS" ;;
-  offline-8b) step offline-8b 330 $B offline --engines titaninfer,hf --no-progress --num-requests 64 \
+  offline-8b) step offline-8b 280 $B offline --engines titaninfer,hf --no-progress --num-requests 64 \
              --model dummy:llama3-8b --out "$OUT/packs/offline-8b" --results-dir "$RESULTS" ;;
   profile-tiny) step profile-tiny 120 python -m titaninfer profile --model dummy:tinyllama-1.1b -n 1 \
              --input-len 128 --output-len 64 --steps 20 --out "$OUT/profile-tiny" ;;

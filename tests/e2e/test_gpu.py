@@ -84,13 +84,17 @@ def test_greedy_and_logits_match_hf_bf16(shape: str, tmp_path) -> None:
         agree_bf16 += int((lb.argmax(-1) == ours_t).sum())
         ours_vs_32 += int((l32.argmax(-1) == ours_t).sum())
         hf_vs_32 += int((l32.argmax(-1) == lb.argmax(-1)).sum())
-        # How far below HF bf16's best logit is our token, in units of bf16 rounding noise
-        # (HF bf16 vs float32 at the two tokens involved, plus one bf16 ulp of the max).
+        # How far below HF bf16's best logit is our token, in units of bf16 rounding noise:
+        # HF bf16 vs float32 at the two tokens involved (doubled below: our own bf16 error,
+        # from other kernels, is of the same kind but not the same values), plus one bf16
+        # ulp of the max logit for the rounding of our final hidden state before the LM head.
+        # (Half an ulp sufficed for the batched path; a batch-1 run through the skinny GEMV
+        # was once 0.012 beyond that on TinyLlama, where a logit ulp is ~0.03.)
         rows = torch.arange(len(ours), device="cuda")
         best = lb.argmax(-1)
         gap = lb[rows, best] - lb[rows, ours_t]
         noise = ((lb - l32).abs()[rows, best] + (lb - l32).abs()[rows, ours_t]
-                 + lb[rows, best].abs() * 2.0 ** -8)
+                 + lb[rows, best].abs() * 2.0 ** -7)
         excess = float((gap - 2 * noise).max())
         worst_excess = max(worst_excess, excess)
         assert excess <= 0, f"{shape} prompt {i}: a token below HF's argmax by more than bf16 noise"

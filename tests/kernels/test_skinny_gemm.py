@@ -100,6 +100,13 @@ def test_pick_config_fills_the_gpu():
     assert pick_config(8, 2048, 2048).use_dot
 
 
+def test_norm_prologue_only_where_it_measured_faster():
+    from titaninfer.kernels.skinny_gemm import rmsnorm_prologue_pays
+
+    assert rmsnorm_prologue_pays(1, 2560, 2048) and rmsnorm_prologue_pays(1, 4096, 1024)
+    assert not rmsnorm_prologue_pays(1, 11264, 2048) and not rmsnorm_prologue_pays(1, 6144, 4096)
+
+
 @gpu
 @pytest.mark.gpu
 @pytest.mark.parametrize("m", [1, 2, 4, 8, 16])

@@ -154,6 +154,20 @@ def pick_config(m: int, n: int, k: int, num_sms: int = 132) -> SkinnyConfig:
     return SkinnyConfig(block_n=32, block_k=min(block_k, 128), num_warps=4, num_stages=3, use_dot=True)
 
 
+# Program-count x K above which the RMSNorm prologue costs more than a separate norm launch:
+# each program re-reads x (and the residual) twice from L2 for its sum of squares. Measured
+# at M = 1 on an H200 (graph replay, benchmarks/skinny_sweep.py), fused vs norm kernel +
+# skinny GEMM: 640 x 2048 (TinyLlama qkv) 5.9 vs 7.6 us, 1024 x 1024 (Qwen3 qkv) 5.5 vs 7.1 us
+# fused wins; 2816 x 2048 (TinyLlama gate_up) 17.4 vs 16.5 and 1536 x 4096 (Llama-3-8B
+# qkv) 20.0 vs 18.1 us it loses.
+_NORM_PROLOGUE_MAX_WORK = 1 << 21
+
+
+def rmsnorm_prologue_pays(m: int, n: int, k: int) -> bool:
+    """Whether to fuse RMSNorm into the [n, k] projection (else: norm kernel, then GEMV)."""
+    return triton.cdiv(n, pick_config(m, n, k).block_n) * k <= _NORM_PROLOGUE_MAX_WORK
+
+
 def _check(x: torch.Tensor, weight: torch.Tensor, k: int) -> None:
     if x.dim() != 2 or weight.dim() != 2:
         raise ValueError(f"skinny_gemm: x {tuple(x.shape)} and weight {tuple(weight.shape)} must be 2-D")
