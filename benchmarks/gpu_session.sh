@@ -31,6 +31,10 @@ for stage in "$@"; do case $stage in
              --model dummy:tinyllama-1.1b,dummy:llama3-8b --out "$OUT/packs/latency-skinny" --results-dir "$RESULTS/skinny" ;
              step latency-cublas 75 env TITANINFER_SKINNY_MAX_ROWS=0 $B latency --engines titaninfer --no-progress \
              --model dummy:tinyllama-1.1b,dummy:llama3-8b --out "$OUT/packs/latency-cublas" --results-dir "$RESULTS/cublas" ;;
+  rotary-tests) step pytest-rotary-gpu 60 python -m pytest -q tests/kernels/test_rotary.py ;;
+  e2e-qwen) step pytest-e2e-qwen-gpu 90 python -m pytest -q -s -m gpu tests/e2e/test_gpu.py -k "qwen3 or no_kernel_compiles" ;;
+  latency-qwen) step latency-qwen 60 $B latency --engines titaninfer --no-progress \
+             --model dummy:qwen3-0.6b --out "$OUT/packs/latency-qwen" --results-dir "$RESULTS" ;;
   kernel-bench) step kernel-bench 240 python -m titaninfer.bench.kernels ;;
   smoke) step smoke-latency-tiny 150 $B latency --engines titaninfer --no-progress --model dummy:tinyllama-1.1b --out "$OUT/packs/smoke" ;;
   latency) step latency-all 560 $B latency --engines titaninfer,hf --no-progress \

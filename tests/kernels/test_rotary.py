@@ -94,3 +94,41 @@ def test_write_kv_matches_reference(dtype, device):
 def test_rope_and_write_kv_gpu_large(dtype):
     _run_case(4099, 32, 8, 128, 16, dtype, dtype, "cuda", num_pad=17, max_pos=131072)
     _run_case(1000, 64, 8, 128, 32, dtype, dtype, "cuda", num_pad=3)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("hq,hk,d", [(8, 2, 64), (4, 4, 128), (6, 2, 96)])
+def test_rope_with_head_norm_matches_norm_then_rope(hq, hk, d, dtype, device):
+    """Qwen3: per-head RMSNorm of q and k fused in front of the rotation."""
+    from titaninfer.kernels.reference import rms_norm_ref
+
+    t, bs, max_pos = 9, 16, 3000
+    qkv, q, k, v = _fused_qkv(t, hq, hk, d, dtype, device)
+    qkv.mul_(3)
+    positions = torch.randint(0, max_pos, (t,), device=device)
+    slots = _slots(t, 4 * bs, device, 2)
+    cos_sin = _cos_sin(d, max_pos, device)
+    k_cache, v_cache = _caches(4, bs, hk, d, dtype, device)
+    k_ref_cache, v_ref_cache = k_cache.clone(), v_cache.clone()
+    qw = (1 + 0.2 * torch.randn(d, device=device)).to(dtype)
+    kw = (1 + 0.2 * torch.randn(d, device=device)).to(dtype)
+
+    q_ref, k_rot = rotary_ref(positions, rms_norm_ref(q, qw, 1e-6)[0], rms_norm_ref(k, kw, 1e-6)[0], cos_sin)
+    write_kv_ref(k_rot, v, k_ref_cache, v_ref_cache, slots)
+    out = rope_and_write_kv(positions, q, k, v, cos_sin, k_cache, v_cache, slots, (qw, kw, 1e-6))
+    assert out.data_ptr() == q.data_ptr(), "q is normalised and rotated in place"
+    # Same roundings as norm-then-rope; a summation-order flip of the normalised value can
+    # move one element by an ulp before the rotation.
+    ulp = {torch.float16: 2**-10, torch.bfloat16: 2**-7}[dtype]
+    torch.testing.assert_close(out, q_ref, rtol=2 * ulp, atol=2 * ulp)
+    torch.testing.assert_close(k_cache, k_ref_cache, rtol=2 * ulp, atol=2 * ulp, equal_nan=True)
+    assert torch.equal(v_cache.nan_to_num(123.0), v_ref_cache.nan_to_num(123.0))
+
+
+def test_rope_head_norm_weight_shape_is_checked(device):
+    qkv, q, k, v = _fused_qkv(3, 4, 2, 64, torch.bfloat16, device)
+    k_cache, v_cache = _caches(2, 16, 2, 64, torch.bfloat16, device)
+    w = torch.ones(32, device=device, dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="head_norm"):
+        rope_and_write_kv(torch.zeros(3, dtype=torch.int64, device=device), q, k, v, _cos_sin(64, 8, device),
+                          k_cache, v_cache, torch.arange(3, device=device), (w, w, 1e-6))

@@ -4,7 +4,9 @@
 cache, so the attention layer's rotary, k/v copies and cache scatter are one pass: each of
 q, k, v is read once and q, k, v are written once (k and v only into the cache).
 Semantics: `reference.rotary_ref` then `reference.write_kv_ref` (rotated k is rounded to
-k's dtype, then to the cache's). `write_kv` alone is the store without rotation.
+k's dtype, then to the cache's); with `head_norm`, Qwen3's per-head q/k RMSNorm
+(`reference.rms_norm_ref` over D) comes first, in the same pass. `write_kv` alone is the
+store without rotation.
 
 Layouts: q [T, Hq, D], k/v [T, Hk, D] may be strided views into a fused qkv output (the
 last dim must be contiguous); cos_sin_cache [max_pos, D] float32 = [cos | sin];
@@ -29,24 +31,36 @@ from titaninfer.kernels.triton_common import round_to
 def _rotate_heads(
     src_ptr, s_tok, s_head, n_heads, cos, sin, half,
     BLOCK_H: tl.constexpr, BLOCK_HALF: tl.constexpr, h0,
+    nw_ptr, eps, HEAD_NORM: tl.constexpr, dtype: tl.constexpr, EMULATE_RNE: tl.constexpr,
 ):
-    """Load heads h0..h0+BLOCK_H of one token and rotate them: returns (y1, y2) float32."""
+    """Load heads h0..h0+BLOCK_H of one token, RMS-normalise each head first when HEAD_NORM
+    (Qwen3's q/k norm, `rms_norm_ref` roundings: normed and weighted values rounded to
+    dtype), and rotate them: returns (y1, y2) float32."""
     heads = h0 + tl.arange(0, BLOCK_H)
     d = tl.arange(0, BLOCK_HALF)
     mask = (heads < n_heads)[:, None] & (d < half)[None, :]
     ptr = src_ptr + s_tok + heads[:, None] * s_head + d[None, :]
     x1 = tl.load(ptr, mask=mask, other=0.0).to(tl.float32)
     x2 = tl.load(ptr + half, mask=mask, other=0.0).to(tl.float32)
+    if HEAD_NORM:
+        var = (tl.sum(x1 * x1, axis=1) + tl.sum(x2 * x2, axis=1)) / (2 * half)
+        rstd = tl.div_rn(1.0, tl.sqrt_rn(var + eps))[:, None]
+        w1 = tl.load(nw_ptr + d, mask=d < half, other=0.0).to(tl.float32)[None, :]
+        w2 = tl.load(nw_ptr + half + d, mask=d < half, other=0.0).to(tl.float32)[None, :]
+        x1 = round_to(round_to(x1 * rstd, dtype, EMULATE_RNE).to(tl.float32) * w1, dtype, EMULATE_RNE)
+        x2 = round_to(round_to(x2 * rstd, dtype, EMULATE_RNE).to(tl.float32) * w2, dtype, EMULATE_RNE)
+        x1 = x1.to(tl.float32)
+        x2 = x2.to(tl.float32)
     return x1 * cos - x2 * sin, x2 * cos + x1 * sin, mask
 
 
 @triton.jit
 def _rope_kv_kernel(
-    pos_ptr, q_ptr, k_ptr, v_ptr, cs_ptr, kc_ptr, vc_ptr, slot_ptr,
+    pos_ptr, q_ptr, k_ptr, v_ptr, cs_ptr, kc_ptr, vc_ptr, slot_ptr, qn_ptr, kn_ptr, eps,
     n_q_heads, n_kv_heads, half, block_size,
     q_s0, q_s1, k_s0, k_s1, v_s0, v_s1, cs_s0,
     kc_s0, kc_s1, kc_s2, vc_s0, vc_s1, vc_s2,
-    ROTATE: tl.constexpr,
+    ROTATE: tl.constexpr, HEAD_NORM: tl.constexpr,
     BLOCK_HQ: tl.constexpr, BLOCK_HK: tl.constexpr, BLOCK_HALF: tl.constexpr,
     EMULATE_RNE: tl.constexpr,
 ):
@@ -73,13 +87,14 @@ def _rope_kv_kernel(
         q_dtype = q_ptr.dtype.element_ty
         for h0 in range(0, n_q_heads, BLOCK_HQ):
             y1, y2, mask = _rotate_heads(q_ptr, tok * q_s0, q_s1, n_q_heads, cos, sin, half,
-                                         BLOCK_HQ, BLOCK_HALF, h0)
+                                         BLOCK_HQ, BLOCK_HALF, h0, qn_ptr, eps, HEAD_NORM, q_dtype,
+                                         EMULATE_RNE)
             dst = q_ptr + tok * q_s0 + (h0 + tl.arange(0, BLOCK_HQ))[:, None] * q_s1 + d[None, :]
             tl.store(dst, round_to(y1, q_dtype, EMULATE_RNE), mask=mask)
             tl.store(dst + half, round_to(y2, q_dtype, EMULATE_RNE), mask=mask)
         k_dtype = k_ptr.dtype.element_ty
         y1, y2, _ = _rotate_heads(k_ptr, tok * k_s0, k_s1, n_kv_heads, cos, sin, half,
-                                  BLOCK_HK, BLOCK_HALF, 0)
+                                  BLOCK_HK, BLOCK_HALF, 0, kn_ptr, eps, HEAD_NORM, k_dtype, EMULATE_RNE)
         # Round to k's dtype first (as the reference returns rotated k), then to the cache's.
         k1 = round_to(y1, k_dtype, EMULATE_RNE).to(tl.float32)
         k2 = round_to(y2, k_dtype, EMULATE_RNE).to(tl.float32)
@@ -121,7 +136,8 @@ def _check_cache(k: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
 
 def _launch(positions: torch.Tensor | None, q: torch.Tensor | None, k: torch.Tensor,
             v: torch.Tensor, cos_sin_cache: torch.Tensor | None, k_cache: torch.Tensor,
-            v_cache: torch.Tensor, slot_mapping: torch.Tensor) -> None:
+            v_cache: torch.Tensor, slot_mapping: torch.Tensor,
+            head_norm: tuple[torch.Tensor, torch.Tensor, float] | None = None) -> None:
     t, hk, d = k.shape
     if d % 2:
         raise ValueError(f"head dim {d} is odd")
@@ -137,14 +153,15 @@ def _launch(positions: torch.Tensor | None, q: torch.Tensor | None, k: torch.Ten
     block_hq = max(1, min(triton.next_power_of_2(hq), 2048 // block_half))
     elems = (min(block_hq, triton.next_power_of_2(hq)) + 2 * block_hk) * block_half
     num_warps = min(triton.next_power_of_2(max(elems // 1024, 1)), 8)
+    qn, kn, eps = head_norm if head_norm is not None else (k, k, 0.0)  # placeholders: unread
     _rope_kv_kernel[(t,)](
-        pos, qq, k, v, cs, k_cache, v_cache, slot_mapping,
+        pos, qq, k, v, cs, k_cache, v_cache, slot_mapping, qn, kn, float(eps),
         hq, hk, half, k_cache.shape[1],
         qq.stride(0), qq.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         cs.stride(0),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
-        ROTATE=rotate, BLOCK_HQ=block_hq, BLOCK_HK=block_hk, BLOCK_HALF=block_half,
+        ROTATE=rotate, HEAD_NORM=head_norm is not None, BLOCK_HQ=block_hq, BLOCK_HK=block_hk, BLOCK_HALF=block_half,
         EMULATE_RNE=_INTERPRET, num_warps=num_warps,
     )
 
@@ -152,12 +169,14 @@ def _launch(positions: torch.Tensor | None, q: torch.Tensor | None, k: torch.Ten
 def rope_and_write_kv(
     positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     cos_sin_cache: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-    slot_mapping: torch.Tensor,
+    slot_mapping: torch.Tensor, head_norm: tuple[torch.Tensor, torch.Tensor, float] | None = None,
 ) -> torch.Tensor:
     """Rotate q in place (returned) and store rotate(k), v at slot_mapping in the caches.
 
     positions: [T] int; q: [T, Hq, D]; k, v: [T, Hk, D]; cos_sin_cache: [max_pos, D] float32;
     caches: [num_blocks, block_size, Hk, D]; slot_mapping: [T] int (-1: do not store).
+    head_norm = (q_weight [D], k_weight [D], eps): RMS-normalise every q and k head before
+    rotating (Qwen3), as `rms_norm_ref` per head would, in the same pass.
     k and v themselves are not modified. If q's last dim is not contiguous, a rotated
     contiguous copy is returned instead of rotating in place.
     """
@@ -169,9 +188,14 @@ def rope_and_write_kv(
     if positions.shape != (q.shape[0],):
         raise ValueError(f"positions {tuple(positions.shape)} != [T={q.shape[0]}]")
     _check_cache(k, k_cache, v_cache, slot_mapping)
+    if head_norm is not None and (head_norm[0].shape != (q.shape[2],) or head_norm[1].shape != (q.shape[2],)):
+        raise ValueError(f"head_norm weights {tuple(head_norm[0].shape)}, {tuple(head_norm[1].shape)} "
+                         f"must be [D={q.shape[2]}]")
     if q.shape[0] == 0:
         return q
-    _launch(positions, q, k, v, cos_sin_cache.contiguous(), k_cache, v_cache, slot_mapping)
+    if head_norm is not None:
+        head_norm = (head_norm[0].contiguous(), head_norm[1].contiguous(), head_norm[2])
+    _launch(positions, q, k, v, cos_sin_cache.contiguous(), k_cache, v_cache, slot_mapping, head_norm)
     return q
 
 

@@ -48,18 +48,20 @@ class Attention(nn.Module):
         q = q.reshape(t, self.num_heads, self.head_dim)
         k = k.reshape(t, self.num_kv_heads, self.head_dim)
         v = v.reshape(t, self.num_kv_heads, self.head_dim)
-        if self.qk_norm:
-            q = self.q_norm(q)[0]
-            k = self.k_norm(k)[0]
         k_cache, v_cache = kv_cache
         cos_sin = self.rotary.cos_sin_cache
         if use_triton(q):
             from titaninfer.kernels.rotary import rope_and_write_kv
 
-            # Rotates q in place and stores rotated k and v straight into the paged cache.
-            q = rope_and_write_kv(positions, q, k, v, cos_sin, k_cache, v_cache, meta.slot_mapping)
+            # Normalises (Qwen3) and rotates q in place and stores rotated k and v straight
+            # into the paged cache: one pass.
+            head_norm = (self.q_norm.weight, self.k_norm.weight, self.q_norm.eps) if self.qk_norm else None
+            q = rope_and_write_kv(positions, q, k, v, cos_sin, k_cache, v_cache, meta.slot_mapping, head_norm)
             o = paged_attention(q, k, v, k_cache, v_cache, meta, self.scale, kv_already_written=True)
         else:
+            if self.qk_norm:
+                q = self.q_norm(q)[0]
+                k = self.k_norm(k)[0]
             q, k = rotary_ref(positions, q, k, cos_sin)
             o = paged_attention(q, k, v, k_cache, v_cache, meta, self.scale)
         return linear(o.reshape(t, self.q_size), self.o_proj)
