@@ -35,6 +35,11 @@ for stage in "$@"; do case $stage in
   e2e-qwen) step pytest-e2e-qwen-gpu 90 python -m pytest -q -s -m gpu tests/e2e/test_gpu.py -k "qwen3 or no_kernel_compiles" ;;
   latency-qwen) step latency-qwen 60 $B latency --engines titaninfer --no-progress \
              --model dummy:qwen3-0.6b --out "$OUT/packs/latency-qwen" --results-dir "$RESULTS" ;;
+  # FlashInfer as a decode-attention peer: needs the wheels of ../shared/tools/device-wheels.sh
+  # in .whl, carried with the call (carry: [".whl"]).
+  kernel-bench-fi) step kernel-bench-fi 240 bash -c 'python3 -m pip install -q --no-index --no-deps --no-compile \
+             --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && PYTHONPATH=/tmp/site:$PYTHONPATH \
+             python -m titaninfer.bench.kernels --only decode --out "$0"' "$OUT/kernel-bench-fi" ;;
   kernel-bench) step kernel-bench 240 python -m titaninfer.bench.kernels ;;
   smoke) step smoke-latency-tiny 150 $B latency --engines titaninfer --no-progress --model dummy:tinyllama-1.1b --out "$OUT/packs/smoke" ;;
   latency) step latency-all 560 $B latency --engines titaninfer,hf --no-progress \

@@ -1,7 +1,10 @@
 """Host (Python) time per engine step at a large batch, with a model so small that its
 compute is negligible: schedule + output processing for 256 decoding requests, on a CPU.
 
-    python benchmarks/host_step_time.py [-n 256] [--steps 100]
+    python benchmarks/host_step_time.py [-n 256] [--steps 100] [--final-only] [--stub-model]
+
+--stub-model replaces the forward pass with zero logits over 8 tokens, so the step time is
+host work alone: scheduling, the runner's batch build and sampler inputs, output processing.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import tempfile
 import time
 
 import numpy as np
+import torch
 
 from titaninfer import LLM, SamplingParams
 
@@ -29,6 +33,7 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=256)
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--final-only", action="store_true", help="as LLM.generate steps the engine")
+    ap.add_argument("--stub-model", action="store_true", help="no forward pass: host work only")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         cfg = os.path.join(d, "config.json")
@@ -62,6 +67,8 @@ def main() -> None:
             spent["process"] += time.perf_counter() - t0
 
     eng.scheduler.schedule, eng._process = timed_schedule, timed_process
+    if args.stub_model:
+        eng.runner._forward = lambda hb: torch.zeros((len(hb.sample_rows), 8))
     t0 = time.perf_counter()
     for _ in range(args.steps):
         eng.step(final_only=args.final_only)
