@@ -37,19 +37,13 @@ def norm_linear(x: torch.Tensor, residual: torch.Tensor | None, norm: RMSNorm,
                 layer: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
     """(layer(norm(x + residual)), x + residual); without a residual the stream starts at x."""
     if skinny_rows_ok(x):
-        from titaninfer.kernels.skinny_gemm import (
-            rmsnorm_prologue_pays,
-            skinny_linear,
-            skinny_rmsnorm_linear,
-        )
+        from titaninfer.kernels.skinny_gemm import rmsnorm_prologue_pays, skinny_rmsnorm_linear
 
         n, k = layer.weight.shape
         if rmsnorm_prologue_pays(x.shape[0], n, k):
             return skinny_rmsnorm_linear(x, residual, norm.weight, norm.eps, layer.weight, layer.bias)
-        h, new_residual = norm(x, residual)
-        return skinny_linear(h, layer.weight, layer.bias), (x if new_residual is None else new_residual)
     h, new_residual = norm(x, residual)
-    return F.linear(h, layer.weight, layer.bias), (x if new_residual is None else new_residual)
+    return linear(h, layer), (x if new_residual is None else new_residual)
 
 
 def silu_mul_linear(gate_up: torch.Tensor, layer: nn.Linear) -> torch.Tensor:

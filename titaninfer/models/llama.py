@@ -55,6 +55,7 @@ class Attention(nn.Module):
 
             # Normalises (Qwen3) and rotates q in place and stores rotated k and v straight
             # into the paged cache: one pass.
+            # (q and k norms share the model's rms_norm_eps)
             head_norm = (self.q_norm.weight, self.k_norm.weight, self.q_norm.eps) if self.qk_norm else None
             q = rope_and_write_kv(positions, q, k, v, cos_sin, k_cache, v_cache, meta.slot_mapping, head_norm)
             o = paged_attention(q, k, v, k_cache, v_cache, meta, self.scale, kv_already_written=True)
