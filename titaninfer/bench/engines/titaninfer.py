@@ -20,6 +20,7 @@ from titaninfer.bench.engines.base import EngineRun, StepTiming
 from titaninfer.bench.metrics import EngineStatsSummary, RequestRecord
 from titaninfer.bench.sol import Chunk
 from titaninfer.bench.workloads import BenchRequest, Workload
+from titaninfer.kernels.compile_watch import late_compiles
 from titaninfer.loader import LoadedModel
 from titaninfer.types import RequestOutput, SamplingParams
 
@@ -100,6 +101,7 @@ class TitanInferEngine:
         eng = self.engine
         self._warmup(workload)
         before = eng.stats()
+        compiles_before = len(late_compiles())
         if self.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
         recorder = _StepRecorder(eng)
@@ -155,9 +157,14 @@ class TitanInferEngine:
             num_preemptions=after.num_preemptions - before.num_preemptions,
         )
         cfg = self.engine.config.to_dict()
+        notes = [f"engine start-up (KV sizing, graphs): {getattr(eng, 'startup_s', 0.0):.2f} s"]
+        compiled = late_compiles()[compiles_before:]
+        if compiled:  # each stalled a step while the GPU idled: the run's figures include that
+            kernels = sorted({c.split("[", 1)[0] for c in compiled})
+            notes.append(f"WARNING: {len(compiled)} Triton kernel variants compiled during the timed run "
+                         f"(each stalls its step): {', '.join(kernels)}")
         return EngineRun(self.name, mode, [records[r.index] for r in workload.requests], duration, stats,
-                         steps=steps, config=cfg,
-                         notes=[f"engine start-up (KV sizing, graphs): {getattr(eng, 'startup_s', 0.0):.2f} s"])
+                         steps=steps, config=cfg, notes=notes)
 
     def release_engine(self) -> None:
         """Free the KV cache and graphs but keep the weights (`self.loaded`), so another
