@@ -6,6 +6,9 @@
 # brings back at most 8 files). The per-step timeouts of one call must add up to less than
 # the call's own limit (600 s), or the tarball is never written: check before each call.
 # The first call on a fresh machine compiles every Triton kernel (~10-30 s per model).
+# The device's copy of the tree has a stale .git: prefix the command with the literal sha,
+#   TITANINFER_GIT_SHA=<git rev-parse HEAD, run here> bash benchmarks/gpu_session.sh ...
+# so the packs' manifests name the commit measured.
 set -u
 FINAL=${OUT:-/tmp/titaninfer-out}; OUT=$FINAL/w; mkdir -p "$OUT"  # all of it comes back as one tarball
 export PYTHONPATH=$PWD TITANINFER_CACHE_DIR=$OUT/cache PYTHONUNBUFFERED=1

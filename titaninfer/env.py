@@ -46,3 +46,9 @@ def skinny_gemm_max_rows() -> int:
     on the skinny (GEMV) Triton kernel with RMSNorm / SiLU fused in; 0 turns it off. The
     default, 1, is where it beat cuBLAS on an H200 (benchmarks/skinny_sweep.py)."""
     return int(os.environ.get("TITANINFER_SKINNY_MAX_ROWS", "1"))
+
+
+def git_sha_override() -> str | None:
+    """TITANINFER_GIT_SHA: the commit a benchmark records in its manifest, for trees copied
+    without (or with a stale) .git; unset, git is asked."""
+    return os.environ.get("TITANINFER_GIT_SHA") or None

@@ -90,3 +90,12 @@ def test_long_context_drops_what_does_not_fit() -> None:
     with pytest.raises(ValueError, match="context"):
         materialize(spec, 32000, 8192)
     assert math.isinf(spec.request_rate)
+
+
+def test_git_sha_override(monkeypatch) -> None:
+    from titaninfer.bench.hostinfo import git_state
+
+    monkeypatch.setenv("TITANINFER_GIT_SHA", "0123abc")
+    assert git_state() == {"sha": "0123abc", "dirty": None}
+    monkeypatch.delenv("TITANINFER_GIT_SHA")
+    assert git_state()["sha"] != "0123abc"

@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from titaninfer import env
+
 
 def _run(cmd: list[str], cwd: str | None = None) -> str | None:
     try:
@@ -31,7 +33,13 @@ def repo_root() -> str:
 
 
 def git_state() -> dict[str, Any]:
-    """sha of HEAD and whether the working tree differs from it (read-only git calls)."""
+    """sha of HEAD and whether the working tree differs from it (read-only git calls).
+
+    TITANINFER_GIT_SHA, when set, is the sha instead (with "dirty": None, unknown): for a copy
+    of the tree whose .git is missing or stale, such as the remote GPU machine's."""
+    given = env.git_sha_override()
+    if given:
+        return {"sha": given, "dirty": None}
     root = repo_root()
     sha = _run(["git", "rev-parse", "HEAD"], cwd=root)
     status = _run(["git", "status", "--porcelain"], cwd=root)  # untracked files count: they can change behaviour
