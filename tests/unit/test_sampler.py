@@ -70,6 +70,31 @@ def test_penalties_match_brute_force():
         assert torch.allclose(penalised[i], torch.tensor(ref), atol=1e-6)
 
 
+def test_penalties_batched_rows_match_brute_force():
+    """Many rows at once, as the batched penalty path sees them: rows without penalties
+    between penalised ones, empty outputs and prompts, repeated tokens."""
+    import random
+
+    rng = random.Random(1)
+    torch.manual_seed(1)
+    v = 50
+    rows = []
+    for _ in range(24):
+        kind = rng.randrange(4)
+        rows.append(row(prompt=[rng.randrange(v) for _ in range(rng.randrange(0, 6))],
+                        outputs=[rng.randrange(v) for _ in range(rng.randrange(0, 12))], temperature=0,
+                        repetition_penalty=rng.choice([1.0, 1.3, 0.7]) if kind in (0, 3) else 1.0,
+                        presence_penalty=rng.choice([0.0, 0.5]) if kind in (1, 3) else 0.0,
+                        frequency_penalty=rng.choice([0.0, -0.3, 0.8]) if kind in (2, 3) else 0.0))
+    logits = torch.randn(len(rows), v) * 3
+    penalised = Sampler("cpu")._apply_penalties(logits, rows)
+    for i, r in enumerate(rows):
+        p = r.params
+        ref = brute_penalties(logits[i].tolist(), r.prompt_token_ids, r.output_token_ids,
+                              p.repetition_penalty, p.presence_penalty, p.frequency_penalty)
+        assert torch.allclose(penalised[i], torch.tensor(ref), atol=1e-5), i
+
+
 @pytest.mark.parametrize("kw", [
     dict(temperature=0.7, top_k=5), dict(temperature=1.3, top_p=0.6), dict(temperature=1.0, min_p=0.2),
     dict(temperature=0.5, top_k=8, top_p=0.9, min_p=0.05), dict(temperature=1.0, top_p=1e-6),

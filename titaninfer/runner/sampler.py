@@ -1,5 +1,5 @@
 """Token sampling for a batch of rows, vectorised in PyTorch (CPU or GPU, no per-row host
-round trip).
+round trip: every host list reaches the device in one pinned, asynchronous copy per step).
 
 Order of operations per row (as vLLM and Hugging Face apply them):
   logprobs of the raw logits -> penalties (repetition, presence, frequency) -> greedy argmax,
@@ -11,6 +11,7 @@ being sampled), so its tokens do not depend on batching, chunking or preemption.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +44,16 @@ class SamplingRow:
     @property
     def token_index(self) -> int:
         return len(self.output_token_ids) if self.index is None else self.index
+
+
+def _idx(values: list[int], device: torch.device) -> torch.Tensor:
+    """int64 tensor on `device` through a pinned, asynchronous copy (torch.tensor(list,
+    device=cuda) copies from pageable memory, which waits for all queued GPU work)."""
+    return host_to_device(np.asarray(values, dtype=np.int64), device)
+
+
+def _f32(values: list[float], device: torch.device) -> torch.Tensor:
+    return host_to_device(np.asarray(values, dtype=np.float32), device, torch.float32)
 
 
 def _fast_path_ok(p: SamplingParams) -> bool:
@@ -87,8 +98,8 @@ class Sampler:
         out_lp: list[TokenLogprobs | None] = [None] * len(rows)
         lp_rows = [i for i, r in enumerate(rows) if r.params.logprobs is not None]
         if lp_rows:
-            raw = torch.log_softmax(logits[torch.tensor(lp_rows, device=logits.device)], dim=-1)
-            toks = tokens[torch.tensor(lp_rows, device=logits.device)].tolist()
+            raw = torch.log_softmax(logits[_idx(lp_rows, logits.device)], dim=-1)
+            toks = tokens[_idx(lp_rows, logits.device)].tolist()
             for j, i in enumerate(lp_rows):
                 out_lp[i] = _token_logprobs(raw[j], toks[j], rows[i].params.logprobs or 0)
         return tokens, out_lp
@@ -122,10 +133,10 @@ class Sampler:
         if len(greedy_idx) == n:
             return logits.argmax(dim=-1)
         if greedy_idx:
-            gi = torch.tensor(greedy_idx, device=logits.device)
+            gi = _idx(greedy_idx, logits.device)
             tokens[gi] = logits[gi].argmax(dim=-1)
         if sample_idx:
-            si = torch.tensor(sample_idx, device=logits.device)
+            si = _idx(sample_idx, logits.device)
             probs = self._filtered_probs(logits[si], [rows[i].params for i in sample_idx])
             expo = self._exponentials([rows[i] for i in sample_idx], vocab)
             tokens[si] = (probs / expo).argmax(dim=-1)
@@ -133,36 +144,49 @@ class Sampler:
 
     # ------------------------------------------------------------------ steps
     def _apply_penalties(self, logits: torch.Tensor, rows: list[SamplingRow]) -> torch.Tensor:
+        """All penalised rows at once: their token ids go to the device in one flat copy
+        (pinned, asynchronous), counts come from one scatter-add; no per-row transfer."""
         idx = [i for i, r in enumerate(rows) if r.params.repetition_penalty != 1.0
                or r.params.presence_penalty != 0.0 or r.params.frequency_penalty != 0.0]
         if not idx:
             return logits
         logits = logits.clone()
-        vocab = logits.shape[1]
-        dev = logits.device
-        for i in idx:
-            p = rows[i].params
-            out_ids = torch.tensor(rows[i].output_token_ids, dtype=torch.long, device=dev)
-            counts = torch.zeros(vocab, device=dev).index_add_(0, out_ids, torch.ones_like(out_ids, dtype=torch.float))
-            row = logits[i]
-            if p.repetition_penalty != 1.0:
-                seen = counts > 0
-                if rows[i].prompt_token_ids:
-                    seen[torch.tensor(rows[i].prompt_token_ids, dtype=torch.long, device=dev)] = True
-                penalised = torch.where(row > 0, row / p.repetition_penalty, row * p.repetition_penalty)
-                row = torch.where(seen, penalised, row)
-            row = row - p.frequency_penalty * counts - p.presence_penalty * (counts > 0).float()
-            logits[i] = row
+        n, vocab, dev = len(idx), logits.shape[1], logits.device
+
+        def scatter_ids(lists: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+            """(row, token id) pairs of every id in `lists`, on the device."""
+            lens = np.fromiter((len(t) for t in lists), dtype=np.int64, count=n)
+            flat = np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int64, count=int(lens.sum()))
+            return (host_to_device(np.repeat(np.arange(n, dtype=np.int64), lens), dev),
+                    host_to_device(flat, dev))
+
+        params = [rows[i].params for i in idx]
+        out_rows, out_ids = scatter_ids([rows[i].output_token_ids for i in idx])
+        counts = torch.zeros(n, vocab, device=dev)
+        counts.index_put_((out_rows, out_ids), torch.ones(out_ids.shape[0], device=dev), accumulate=True)
+        coef = host_to_device(np.array([[p.repetition_penalty, p.frequency_penalty, p.presence_penalty]
+                                        for p in params], dtype=np.float32), dev, torch.float32)
+        rep, freq, pres = coef[:, 0:1], coef[:, 1:2], coef[:, 2:3]
+        rows_t = _idx(idx, dev)
+        sub = logits[rows_t]
+        if any(p.repetition_penalty != 1.0 for p in params):
+            # Rows with repetition_penalty == 1 are unchanged by this (x / 1, x * 1).
+            seen = counts > 0
+            p_rows, p_ids = scatter_ids([rows[i].prompt_token_ids for i in idx])
+            seen[p_rows, p_ids] = True
+            sub = torch.where(seen, torch.where(sub > 0, sub / rep, sub * rep), sub)
+        sub = sub - freq * counts - pres * (counts > 0).float()
+        logits[rows_t] = sub
         return logits
 
     @staticmethod
     def _filtered_probs(logits: torch.Tensor, params: list[SamplingParams]) -> torch.Tensor:
         dev = logits.device
-        temp = torch.tensor([p.temperature for p in params], device=dev).unsqueeze(1)
+        temp = _f32([p.temperature for p in params], dev).unsqueeze(1)
         logits = logits / temp
         top_k = [p.top_k for p in params]
         if any(k > 0 for k in top_k):
-            k = torch.tensor([kk if kk > 0 else logits.shape[1] for kk in top_k], device=dev)
+            k = _idx([kk if kk > 0 else logits.shape[1] for kk in top_k], dev)
             k = k.clamp(max=logits.shape[1])
             kth = logits.sort(dim=-1, descending=True).values.gather(1, (k - 1).unsqueeze(1))
             logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -171,14 +195,14 @@ class Sampler:
             sorted_logits, order = logits.sort(dim=-1, descending=True)
             sorted_probs = sorted_logits.softmax(-1)
             before = sorted_probs.cumsum(-1) - sorted_probs  # mass strictly before each token
-            tp = torch.tensor(top_p, device=dev).unsqueeze(1)
+            tp = _f32(top_p, dev).unsqueeze(1)
             drop_sorted = before >= tp  # keeps the smallest prefix whose mass reaches top_p
             drop = torch.zeros_like(drop_sorted).scatter(1, order, drop_sorted)
             logits = logits.masked_fill(drop, float("-inf"))
         probs = logits.softmax(-1)
         min_p = [p.min_p for p in params]
         if any(m > 0 for m in min_p):
-            mp = torch.tensor(min_p, device=dev).unsqueeze(1)
+            mp = _f32(min_p, dev).unsqueeze(1)
             probs = probs.masked_fill(probs < mp * probs.max(dim=-1, keepdim=True).values, 0.0)
         return probs
 
@@ -187,7 +211,7 @@ class Sampler:
         unseeded = [i for i, r in enumerate(rows) if r.params.seed is None]
         if unseeded:
             block = torch.empty(len(unseeded), vocab, device=self.device).exponential_(generator=self.generator)
-            out[torch.tensor(unseeded, device=self.device)] = block
+            out[_idx(unseeded, self.device)] = block
         for i, r in enumerate(rows):
             if r.params.seed is not None:
                 assert isinstance(r.params.seed, int)
