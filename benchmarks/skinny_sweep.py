@@ -39,6 +39,12 @@ SHAPES = {  # (N, K) of each projection: qkv, o, gate_up, down
 ROTATE_BYTES = 256 << 20
 
 
+def rotating_weights(n: int, k: int) -> list[torch.Tensor]:
+    """Enough distinct [n, k] bf16 copies (2..64) to stream >= ROTATE_BYTES per graph replay."""
+    copies = max(2, min(64, ROTATE_BYTES // (n * k * 2)))
+    return [torch.randn(n, k, device="cuda", dtype=torch.bfloat16) / k ** 0.5 for _ in range(copies)]
+
+
 def configs() -> list[SkinnyConfig]:
     return [SkinnyConfig(bn, bk, w, s)
             for bn, bk, w, s in itertools.product((2, 4, 8, 16), (512, 1024, 2048), (4, 8), (1, 2))]
@@ -79,8 +85,8 @@ def main() -> None:
             if time.time() > t_end:
                 print(f"budget spent: stopped before m={m} {name}")
                 break
-            copies = max(2, min(64, ROTATE_BYTES // (n * k * 2)))
-            ws = [torch.randn(n, k, device=dev, dtype=bf16) / k ** 0.5 for _ in range(copies)]
+            ws = rotating_weights(n, k)
+            copies = len(ws)
             x = torch.randn(m, k, device=dev, dtype=bf16)
             ref = F.linear(x.float(), ws[0].float())
             tb = lambda t: n * k * 2 / t / 1e6  # noqa: E731  bytes / us -> TB/s
@@ -109,8 +115,8 @@ def main() -> None:
     fused_rows = []
     for name in ("tiny.qkv", "tiny.gate_up", "8b.qkv", "qwen.qkv"):
         n, k = SHAPES[name]
-        copies = max(2, min(64, ROTATE_BYTES // (n * k * 2)))
-        ws = [torch.randn(n, k, device=dev, dtype=bf16) / k ** 0.5 for _ in range(copies)]
+        ws = rotating_weights(n, k)
+        copies = len(ws)
         x, r = torch.randn(1, k, device=dev, dtype=bf16), torch.randn(1, k, device=dev, dtype=bf16)
         nw = torch.ones(k, device=dev, dtype=bf16)
         sep = graph_time_us(lambda i: F.linear(rms_norm(x, nw, 1e-6, r)[0], ws[i]), copies)
@@ -120,8 +126,8 @@ def main() -> None:
         ws.clear()  # free before the next shape allocates
     for name in ("tiny.down", "8b.down", "qwen.down"):
         n, k = SHAPES[name]
-        copies = max(2, min(64, ROTATE_BYTES // (n * k * 2)))
-        ws = [torch.randn(n, k, device=dev, dtype=bf16) / k ** 0.5 for _ in range(copies)]
+        ws = rotating_weights(n, k)
+        copies = len(ws)
         gu = torch.randn(1, 2 * k, device=dev, dtype=bf16)
         sep = graph_time_us(lambda i: F.linear(silu_and_mul(gu), ws[i]), copies)
         fused = graph_time_us(lambda i: skinny_silu_mul_linear(gu, ws[i]), copies)

@@ -20,9 +20,10 @@ from titaninfer.layers.norm import RMSNorm
 
 def skinny_rows_ok(x: torch.Tensor) -> bool:
     """True when x's projections should run on the skinny kernel."""
-    if x.dtype not in (torch.float16, torch.bfloat16) or not use_triton(x):
+    # Cheapest test first: this runs for every projection of every eager step.
+    if not 0 < x.shape[0] <= 16 or x.dtype not in (torch.float16, torch.bfloat16):
         return False
-    return 0 < x.shape[0] <= min(env.skinny_gemm_max_rows(), 16)
+    return x.shape[0] <= env.skinny_gemm_max_rows() and use_triton(x)
 
 
 def linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:

@@ -140,12 +140,12 @@ class ModelRunner:
         shape of most steps under load, which the start-up memory profile (a lone prefill)
         and the decode graphs do not cover. Writes KV into blocks no request owns yet."""
         bs = self.block_size
-        need = -(-17 // bs) + -(-(16 + 20) // bs)
+        n_dec = -(-17 // bs)  # the decode's context: 16 cached tokens + its new one
+        need = n_dec + -(-(16 + 20) // bs)  # the prefill: 16 cached + a 20-token chunk
         if self.num_blocks < need:
             return
         decode = ScheduledChunk("warm-decode", [1], 16, [], True)
         prefill = ScheduledChunk("warm-prefill", list(range(2, 22)), 16, [], True)
-        n_dec = -(-17 // bs)
         tables = {"warm-decode": list(range(n_dec)), "warm-prefill": list(range(n_dec, need))}
         hb = build_host_batch([decode, prefill], tables, bs)
         self._forward(hb)

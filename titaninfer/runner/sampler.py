@@ -91,8 +91,7 @@ class Sampler:
             fused_set = set(fused)
             rest = [i for i in range(len(rows)) if i not in fused_set]
             tokens = torch.empty(len(rows), dtype=torch.long, device=logits.device)
-            fi = host_to_device(np.asarray(fused, dtype=np.int64), logits.device)
-            ri = host_to_device(np.asarray(rest, dtype=np.int64), logits.device)
+            fi, ri = _idx(fused, logits.device), _idx(rest, logits.device)
             tokens[fi] = self._sample_fused(logits[fi], [rows[i] for i in fused])
             tokens[ri] = self._sample_torch(logits[ri], [rows[i] for i in rest])
         out_lp: list[TokenLogprobs | None] = [None] * len(rows)
