@@ -26,7 +26,7 @@ B="python -m titaninfer.bench"
 for stage in "$@"; do case $stage in
   env) step env 60 bash -c 'nvidia-smi; python -c "import torch, triton, transformers; print(torch.__version__, triton.__version__, transformers.__version__, torch.cuda.get_device_name())"' ;;
   ceilings) step ceilings 60 $B ceilings ;;
-  e2e) step pytest-e2e-gpu 160 python -m pytest -q -s -m gpu tests/e2e/test_gpu.py ;;
+  e2e) step pytest-e2e-gpu 280 python -m pytest -q -s -m gpu tests/e2e/test_gpu.py ;;
   kernels) step pytest-kernels-gpu 90 python -m pytest -q -m gpu tests/kernels ;;
   skinny-tests) step pytest-skinny-gpu 60 python -m pytest -q tests/kernels/test_skinny_gemm.py ;;
   skinny-sweep) step skinny-sweep 200 python benchmarks/skinny_sweep.py --budget-s 140 --json "$OUT/skinny-sweep.json" ;;
@@ -34,6 +34,10 @@ for stage in "$@"; do case $stage in
              --model dummy:tinyllama-1.1b,dummy:llama3-8b --out "$OUT/packs/latency-skinny" --results-dir "$RESULTS/skinny" ;
              step latency-cublas 75 env TITANINFER_SKINNY_MAX_ROWS=0 $B latency --engines titaninfer --no-progress \
              --model dummy:tinyllama-1.1b,dummy:llama3-8b --out "$OUT/packs/latency-cublas" --results-dir "$RESULTS/cublas" ;;
+  latency-pdl) step latency-pdl-on 100 $B latency --engines titaninfer --no-progress \
+             --model dummy:tinyllama-1.1b,dummy:llama3-8b --out "$OUT/packs/latency-pdl-on" --results-dir "$RESULTS/pdl-on" ;
+             step latency-pdl-off 100 env TITANINFER_PDL=0 $B latency --engines titaninfer --no-progress \
+             --model dummy:tinyllama-1.1b,dummy:llama3-8b --out "$OUT/packs/latency-pdl-off" --results-dir "$RESULTS/pdl-off" ;;
   rotary-tests) step pytest-rotary-gpu 60 python -m pytest -q tests/kernels/test_rotary.py ;;
   e2e-qwen) step pytest-e2e-qwen-gpu 90 python -m pytest -q -s -m gpu tests/e2e/test_gpu.py -k "qwen3 or no_kernel_compiles" ;;
   latency-qwen) step latency-qwen 60 $B latency --engines titaninfer --no-progress \

@@ -52,3 +52,9 @@ def git_sha_override() -> str | None:
     """TITANINFER_GIT_SHA: the commit a benchmark records in its manifest, for trees copied
     without (or with a stale) .git; unset, git is asked."""
     return os.environ.get("TITANINFER_GIT_SHA") or None
+
+
+def programmatic_dependent_launch() -> bool:
+    """TITANINFER_PDL=0 launches the Triton kernels without programmatic dependent launch
+    (on by default where the GPU has it, Hopper and later; see kernels/triton_common.py)."""
+    return _flag("TITANINFER_PDL", default=True)

@@ -160,3 +160,27 @@ def test_no_kernel_compiles_after_startup() -> None:
     assert not late, f"{len(late)} kernel variants compiled after start-up, first: {late[0][:300]}"
     del llm
     torch.cuda.empty_cache()
+
+
+@pytest.mark.parametrize("shape", ["tinyllama-1.1b", "qwen3-0.6b"])
+def test_programmatic_dependent_launch_changes_no_token(shape: str, monkeypatch) -> None:
+    """PDL only lets a kernel start early: with it on, every kernel waits for its producer
+    before reading, so greedy tokens are those of PDL off, bit for bit. Batched (cuBLAS
+    projections) and alone (the GEMV path, where weights load before the wait), under
+    CUDA graphs and eagerly. A missing wait would read half-written activations."""
+    vocab = dummy_hf_config(shape)["vocab_size"]
+    prompts = _prompts(8, vocab, seed=4)
+    params = SamplingParams(temperature=0.0, max_tokens=32, ignore_eos=True)
+    runs = {}
+    for pdl in ("0", "1"):
+        monkeypatch.setenv("TITANINFER_PDL", pdl)
+        for eager in (False, True):
+            llm = LLM(f"dummy:{shape}", device="cuda", enforce_eager=eager, gpu_memory_utilization=0.3,
+                      max_num_seqs=16)
+            batched = [o.outputs[0].token_ids for o in llm.generate(prompts, params)]
+            alone = [llm.generate([p], params)[0].outputs[0].token_ids for p in prompts[:3]]
+            runs[pdl, eager] = (batched, alone)
+            del llm
+            torch.cuda.empty_cache()
+    for eager in (False, True):
+        assert runs["1", eager] == runs["0", eager], f"eager={eager}"

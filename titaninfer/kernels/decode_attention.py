@@ -26,7 +26,14 @@ import triton
 import triton.language as tl
 
 from titaninfer.kernels.triton_common import INTERPRET as _INTERPRET
-from titaninfer.kernels.triton_common import check_paged_inputs, device_sms, round_to
+from titaninfer.kernels.triton_common import (
+    await_producer,
+    check_paged_inputs,
+    device_sms,
+    pdl_enabled,
+    pdl_launch_kwargs,
+    round_to,
+)
 
 _MIN_TOKENS_PER_SPLIT = 256  # below this a split costs more in merging than it gains
 _MAX_SPLITS = 64
@@ -49,11 +56,12 @@ def _decode_split_kernel(
     num_q_heads,
     GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
     KV_BLOCK: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr,
-    DOT_DTYPE: tl.constexpr, EMULATE_RNE: tl.constexpr,
+    DOT_DTYPE: tl.constexpr, EMULATE_RNE: tl.constexpr, PDL: tl.constexpr,
 ):
     b = tl.program_id(0)
     kvh = tl.program_id(1)
     split = tl.program_id(2)
+    await_producer(PDL)  # q and this step's K/V are written by the kernel before
     seq_len = tl.load(seq_lens_ptr + b)
     # Equal, BLOCK_N-aligned ranges of this sequence's own length: short sequences leave
     # trailing splits empty instead of giving every split a sliver.
@@ -107,10 +115,11 @@ def _decode_split_kernel(
 def _decode_merge_kernel(
     part_o_ptr, part_lse_ptr, out_ptr, o_s0, o_s1, num_q_heads,
     NUM_SPLITS: tl.constexpr, SPLITS_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
-    EMULATE_RNE: tl.constexpr,
+    EMULATE_RNE: tl.constexpr, PDL: tl.constexpr,
 ):
     b = tl.program_id(0).to(tl.int64)
     h = tl.program_id(1)
+    await_producer(PDL)
     s = tl.arange(0, SPLITS_PAD)
     d = tl.arange(0, HEAD_DIM)
     s_ok = s < NUM_SPLITS
@@ -194,6 +203,7 @@ def paged_decode_attention(
         part_lse = torch.empty((b, hq, num_splits), dtype=torch.float32, device=q.device)
     else:
         part_o = part_lse = out  # never touched: the kernel writes `out` directly
+    pdl = pdl_enabled(q.device)
     _decode_split_kernel[(b, hk, num_splits)](
         q, k_cache, v_cache, seq_lens, block_tables, out, part_o, part_lse,
         scale * 1.4426950408889634,  # log2(e): softmax in base 2 (exp2 is one instruction)
@@ -202,13 +212,13 @@ def paged_decode_attention(
         out.stride(0), out.stride(1), hq,
         GROUP=group, GROUP_PAD=max(16, triton.next_power_of_2(group)), HEAD_DIM=d,
         KV_BLOCK=kv_block, BLOCK_N=block_n, NUM_SPLITS=num_splits,
-        DOT_DTYPE=dot_dtype, EMULATE_RNE=_INTERPRET,
-        num_warps=num_warps, num_stages=num_stages,
+        DOT_DTYPE=dot_dtype, EMULATE_RNE=_INTERPRET, PDL=pdl,
+        num_warps=num_warps, num_stages=num_stages, **pdl_launch_kwargs(pdl),
     )
     if num_splits > 1:
         _decode_merge_kernel[(b, hq)](
             part_o, part_lse, out, out.stride(0), out.stride(1), hq,
             NUM_SPLITS=num_splits, SPLITS_PAD=triton.next_power_of_2(num_splits), HEAD_DIM=d,
-            EMULATE_RNE=_INTERPRET, num_warps=4,
+            EMULATE_RNE=_INTERPRET, PDL=pdl, num_warps=4, **pdl_launch_kwargs(pdl),
         )
     return out

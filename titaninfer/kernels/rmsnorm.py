@@ -21,7 +21,7 @@ import triton
 import triton.language as tl
 
 from titaninfer.kernels.triton_common import INTERPRET as _INTERPRET
-from titaninfer.kernels.triton_common import round_to
+from titaninfer.kernels.triton_common import await_producer, pdl_enabled, pdl_launch_kwargs, round_to
 
 _MAX_TILE = 4096  # elements per program for short rows (rows are packed up to this)
 
@@ -38,7 +38,7 @@ def _rms_norm_kernel(
     eps,
     HAS_RESIDUAL: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    EMULATE_RNE: tl.constexpr,
+    EMULATE_RNE: tl.constexpr, PDL: tl.constexpr,
 ):
     # Row r of the flattened leading dims sits at (r // n_inner) * s0 + (r % n_inner) * s1.
     rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -50,6 +50,8 @@ def _rms_norm_kernel(
     inner = rows % n_inner
     dtype = out_ptr.dtype.element_ty
 
+    w = tl.load(w_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)  # never written by a step
+    await_producer(PDL)
     x_off = outer * x_s0 + inner * x_s1
     x = tl.load(x_ptr + x_off[:, None] + cols[None, :], mask=mask, other=0.0).to(tl.float32)
     out_off = rows[:, None] * n_cols + cols[None, :]  # outputs are contiguous
@@ -64,7 +66,6 @@ def _rms_norm_kernel(
     # IEEE sqrt and divide (not rsqrt.approx): one rounding each, as torch.rsqrt on a CPU.
     rstd = tl.div_rn(1.0, tl.sqrt_rn(var + eps))
     normed = round_to(x * rstd[:, None], dtype, EMULATE_RNE).to(tl.float32)
-    w = tl.load(w_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
     tl.store(out_ptr + out_off, round_to(normed * w[None, :], dtype, EMULATE_RNE), mask=mask)
 
 
@@ -118,10 +119,11 @@ def rms_norm(
     tile = block_m * block_n
     num_warps = min(max(tile // 512, 1), 16)
     grid = (triton.cdiv(n_rows, block_m),)
+    pdl = pdl_enabled(x.device)
     _rms_norm_kernel[grid](
         xv, rv, weight.contiguous(), out, new_res if new_res is not None else out,
         n_rows, n, n_inner, x_s0, x_s1, r_s0, r_s1, float(eps),
         HAS_RESIDUAL=residual is not None, BLOCK_M=block_m, BLOCK_N=block_n,
-        EMULATE_RNE=_INTERPRET, num_warps=num_warps,
+        EMULATE_RNE=_INTERPRET, PDL=pdl, num_warps=num_warps, **pdl_launch_kwargs(pdl),
     )
     return out, new_res

@@ -24,7 +24,7 @@ import triton
 import triton.language as tl
 
 from titaninfer.kernels.triton_common import INTERPRET as _INTERPRET
-from titaninfer.kernels.triton_common import round_to
+from titaninfer.kernels.triton_common import await_producer, pdl_enabled, pdl_launch_kwargs, round_to
 
 
 @triton.jit
@@ -62,8 +62,9 @@ def _rope_kv_kernel(
     kc_s0, kc_s1, kc_s2, vc_s0, vc_s1, vc_s2,
     ROTATE: tl.constexpr, HEAD_NORM: tl.constexpr,
     BLOCK_HQ: tl.constexpr, BLOCK_HK: tl.constexpr, BLOCK_HALF: tl.constexpr,
-    EMULATE_RNE: tl.constexpr,
+    EMULATE_RNE: tl.constexpr, PDL: tl.constexpr,
 ):
+    await_producer(PDL)  # q, k, v come from the projection just before
     tok = tl.program_id(0).to(tl.int64)
     d = tl.arange(0, BLOCK_HALF)
     d_ok = d < half
@@ -154,6 +155,7 @@ def _launch(positions: torch.Tensor | None, q: torch.Tensor | None, k: torch.Ten
     elems = (min(block_hq, triton.next_power_of_2(hq)) + 2 * block_hk) * block_half
     num_warps = min(triton.next_power_of_2(max(elems // 1024, 1)), 8)
     qn, kn, eps = head_norm if head_norm is not None else (k, k, 0.0)  # placeholders: unread
+    pdl = pdl_enabled(k.device)
     _rope_kv_kernel[(t,)](
         pos, qq, k, v, cs, k_cache, v_cache, slot_mapping, qn, kn, float(eps),
         hq, hk, half, k_cache.shape[1],
@@ -162,7 +164,7 @@ def _launch(positions: torch.Tensor | None, q: torch.Tensor | None, k: torch.Ten
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
         ROTATE=rotate, HEAD_NORM=head_norm is not None, BLOCK_HQ=block_hq, BLOCK_HK=block_hk, BLOCK_HALF=block_half,
-        EMULATE_RNE=_INTERPRET, num_warps=num_warps,
+        EMULATE_RNE=_INTERPRET, PDL=pdl, num_warps=num_warps, **pdl_launch_kwargs(pdl),
     )
 
 

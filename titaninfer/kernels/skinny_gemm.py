@@ -34,7 +34,7 @@ import triton
 import triton.language as tl
 
 from titaninfer.kernels.triton_common import INTERPRET as _INTERPRET
-from titaninfer.kernels.triton_common import round_to
+from titaninfer.kernels.triton_common import await_producer, pdl_enabled, pdl_launch_kwargs, round_to
 
 MAX_M = 16  # rows this kernel serves; larger batches go to cuBLAS
 
@@ -74,6 +74,22 @@ def _load_input(x_ptr, res_ptr, nw_ptr, new_res_ptr, ms, m_ok, ks, k_ok, x_strid
     return x
 
 
+@triton.jit
+def _accumulate(acc, w, x, USE_DOT: tl.constexpr, BM: tl.constexpr, EMULATE_RNE: tl.constexpr):
+    """acc += x @ w^T for one K tile (acc is [BLOCK_N, BLOCK_K] partial products when BM == 1
+    without dots: one reduction at the end instead of one per tile)."""
+    if USE_DOT:
+        if EMULATE_RNE:  # the interpreter's bf16 dot is wrong: values are exact in fp32
+            acc += tl.dot(x, tl.trans(w.to(tl.float32)))
+        else:
+            acc += tl.dot(x.to(w.dtype), tl.trans(w))
+    elif BM == 1:
+        acc += w.to(tl.float32) * x
+    else:
+        acc += tl.sum(x[:, None, :] * w.to(tl.float32)[None, :, :], axis=2)
+    return acc
+
+
 # M changes with the batch: not specialised on, so one variant per (shape, BM bucket).
 @triton.jit(do_not_specialize=["M"])
 def _skinny_gemm_kernel(
@@ -81,7 +97,7 @@ def _skinny_gemm_kernel(
     M, N, K, x_stride, eps,
     BM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     PROLOGUE: tl.constexpr, HAS_RES: tl.constexpr, HAS_BIAS: tl.constexpr,
-    USE_DOT: tl.constexpr, EMULATE_RNE: tl.constexpr,
+    USE_DOT: tl.constexpr, EMULATE_RNE: tl.constexpr, PDL: tl.constexpr,
 ):
     pid = tl.program_id(0)
     rows = pid.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)  # rows of W = output columns
@@ -91,43 +107,43 @@ def _skinny_gemm_kernel(
     dtype = out_ptr.dtype.element_ty
     store_res_rows = tl.where(pid == 0, M, 0)  # only the first program stores x + residual
 
+    # No kernel writes the weights, so the first tile streams in before the wait: under PDL
+    # while the previous kernel (attention, a norm, the previous GEMV) is still running.
+    w_rows = w_ptr + rows[:, None] * K
+    ks = tl.arange(0, BLOCK_K)
+    k_ok = ks < K
+    w = tl.load(w_rows + ks[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
+    await_producer(PDL)
+
     rstd = tl.zeros([BM], dtype=tl.float32)
     if PROLOGUE == 2:  # first pass: each row's mean square (x + residual rounded first)
         sq = tl.zeros([BM], dtype=tl.float32)
         for k0 in range(0, K, BLOCK_K):
-            ks = k0 + tl.arange(0, BLOCK_K)
-            mask = m_ok[:, None] & (ks < K)[None, :]
-            x = tl.load(x_ptr + ms[:, None] * x_stride + ks[None, :], mask=mask, other=0.0).to(tl.float32)
+            kk = k0 + tl.arange(0, BLOCK_K)
+            mask = m_ok[:, None] & (kk < K)[None, :]
+            xs = tl.load(x_ptr + ms[:, None] * x_stride + kk[None, :], mask=mask, other=0.0).to(tl.float32)
             if HAS_RES:
-                r = tl.load(res_ptr + ms[:, None] * K + ks[None, :], mask=mask, other=0.0).to(tl.float32)
-                x = round_to(x + r, dtype, EMULATE_RNE).to(tl.float32)
-            sq += tl.sum(x * x, axis=1)
+                r = tl.load(res_ptr + ms[:, None] * K + kk[None, :], mask=mask, other=0.0).to(tl.float32)
+                xs = round_to(xs + r, dtype, EMULATE_RNE).to(tl.float32)
+            sq += tl.sum(xs * xs, axis=1)
         rstd = tl.div_rn(1.0, tl.sqrt_rn(sq / K + eps))
 
-    w_rows = w_ptr + rows[:, None] * K
-    if USE_DOT:
-        acc = tl.zeros([BM, BLOCK_N], dtype=tl.float32)
-    elif BM == 1:
-        acc2 = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)  # one reduction at the end
+    if not USE_DOT and BM == 1:
+        acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
     else:
         acc = tl.zeros([BM, BLOCK_N], dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
+    x = _load_input(x_ptr, res_ptr, nw_ptr, new_res_ptr, ms, m_ok, ks, k_ok, x_stride, K, rstd,
+                    store_res_rows, dtype, PROLOGUE, HAS_RES, EMULATE_RNE)
+    acc = _accumulate(acc, w, x, USE_DOT, BM, EMULATE_RNE)
+    for k0 in range(BLOCK_K, K, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
         k_ok = ks < K
         w = tl.load(w_rows + ks[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
         x = _load_input(x_ptr, res_ptr, nw_ptr, new_res_ptr, ms, m_ok, ks, k_ok, x_stride, K, rstd,
                         store_res_rows, dtype, PROLOGUE, HAS_RES, EMULATE_RNE)
-        if USE_DOT:
-            if EMULATE_RNE:  # the interpreter's bf16 dot is wrong: values are exact in fp32
-                acc += tl.dot(x, tl.trans(w.to(tl.float32)))
-            else:
-                acc += tl.dot(x.to(w.dtype), tl.trans(w))
-        elif BM == 1:
-            acc2 += w.to(tl.float32) * x
-        else:
-            acc += tl.sum(x[:, None, :] * w.to(tl.float32)[None, :, :], axis=2)
+        acc = _accumulate(acc, w, x, USE_DOT, BM, EMULATE_RNE)
     if not USE_DOT and BM == 1:
-        acc = tl.sum(acc2, axis=1)[None, :]
+        acc = tl.sum(acc, axis=1)[None, :]
     if HAS_BIAS:
         acc += tl.load(b_ptr + rows, mask=n_ok, other=0.0).to(tl.float32)[None, :]
     out_offs = ms[:, None] * N + rows[None, :]
@@ -193,6 +209,7 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, k:
     cfg = config or pick_config(m, n, k)
     bm = max(16, m_bucket(m)) if cfg.use_dot else m_bucket(m)
     grid = (triton.cdiv(n, cfg.block_n),)
+    pdl = pdl_enabled(x.device)
     _skinny_gemm_kernel[grid](
         x, weight, bias if bias is not None else weight, out,
         residual if residual is not None else x, norm_weight if norm_weight is not None else weight,
@@ -200,8 +217,8 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, k:
         m, n, k, x.stride(0), float(eps),
         BM=bm, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
         PROLOGUE=prologue, HAS_RES=residual is not None, HAS_BIAS=bias is not None,
-        USE_DOT=cfg.use_dot, EMULATE_RNE=_INTERPRET,
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        USE_DOT=cfg.use_dot, EMULATE_RNE=_INTERPRET, PDL=pdl,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages, **pdl_launch_kwargs(pdl),
     )
     return out, new_res
 

@@ -3,6 +3,18 @@
 The Triton interpreter (CPU) rounds float32 -> bfloat16 by truncation and computes bf16
 dots wrongly; under it, kernels run their dots in float32 and `round_to` emulates the GPU's
 round-to-nearest-even, so CPU tests check the rounding the GPU really does.
+
+Programmatic dependent launch (PDL, Hopper and later): a kernel launched with
+`**pdl_launch_kwargs(...)` may start while the kernel before it in the stream is still
+running. It calls `await_producer(PDL)` before it touches anything an earlier kernel of the
+step writes; that call blocks until the previous kernel has finished (its writes visible)
+and then lets the next kernel begin launching. What a kernel does before the call may only
+read memory no kernel of the step writes: the weights. A decode step of a small batch is
+~200 short kernels in a row, each paying a launch and a ramp to full bandwidth; with PDL
+each GEMV streams its first weight tile while its predecessor is still running.
+Completion is transitive (a kernel finishes only after its own wait), so waiting for the
+previous kernel is waiting for all of them. A kernel after a non-PDL one (cuBLAS, PyTorch)
+just waits for it as usual.
 """
 
 from __future__ import annotations
@@ -13,6 +25,13 @@ import os
 import torch
 import triton
 import triton.language as tl
+
+from titaninfer import env
+
+try:  # grid dependency control, Triton >= 3.4
+    from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+except ImportError:  # pragma: no cover - older Triton: PDL stays off
+    gdc_launch_dependents = gdc_wait = None
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 DEFAULT_NUM_SMS = 132  # H100 SXM: what launch heuristics assume off-GPU (interpreter)
@@ -26,6 +45,35 @@ def round_to(x, dtype: tl.constexpr, emulate_rne: tl.constexpr):
         bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
         return bits.to(tl.float32, bitcast=True).to(dtype)
     return x.to(dtype)
+
+
+@triton.jit
+def await_producer(PDL: tl.constexpr):
+    """With PDL: wait until the previous kernel has finished and its writes are visible,
+    then allow the next kernel to launch. A no-op without PDL."""
+    if PDL:
+        gdc_wait()
+        gdc_launch_dependents()
+
+
+@functools.cache
+def _capability(device_index: int) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(device_index)
+
+
+def pdl_enabled(device: torch.device) -> bool:
+    """Whether kernels on `device` use programmatic dependent launch: a CUDA GPU of compute
+    capability >= 9.0, a Triton with grid dependency control, not the interpreter, and
+    TITANINFER_PDL not 0."""
+    if device.type != "cuda" or INTERPRET or gdc_wait is None:
+        return False
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return _capability(index) >= (9, 0) and env.programmatic_dependent_launch()
+
+
+def pdl_launch_kwargs(pdl: bool) -> dict[str, bool]:
+    """Extra launch arguments for a kernel compiled with PDL=pdl."""
+    return {"launch_pdl": True} if pdl else {}
 
 
 def check_paged_inputs(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor) -> tuple[int, int]:
