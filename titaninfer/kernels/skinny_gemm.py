@@ -155,6 +155,9 @@ def m_bucket(m: int) -> int:
     return 1 if m <= 1 else triton.next_power_of_2(m)
 
 
+_MIN_PROGRAMS_PER_SM = 2  # M <= 2: 4-row programs only where there are this many per SM
+
+
 def pick_config(m: int, n: int, k: int, num_sms: int = 132) -> SkinnyConfig:
     """Tile choice for [m, k] x [n, k]^T, from `benchmarks/skinny_sweep.py` on an H200.
 
@@ -165,7 +168,7 @@ def pick_config(m: int, n: int, k: int, num_sms: int = 132) -> SkinnyConfig:
     bm = m_bucket(m)
     block_k = min(1024, max(64, triton.next_power_of_2(k)))
     if bm <= 2:  # narrow outputs (N < 1056): 2 rows per program, to keep >= 2 programs per SM
-        block_n = 4 if triton.cdiv(n, 4) >= 2 * num_sms else 2
+        block_n = 4 if triton.cdiv(n, 4) >= _MIN_PROGRAMS_PER_SM * num_sms else 2
         return SkinnyConfig(block_n=block_n, block_k=block_k, num_warps=4, num_stages=1)
     return SkinnyConfig(block_n=32, block_k=min(block_k, 128), num_warps=4, num_stages=3, use_dot=True)
 

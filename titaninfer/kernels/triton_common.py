@@ -47,13 +47,23 @@ def round_to(x, dtype: tl.constexpr, emulate_rne: tl.constexpr):
     return x.to(dtype)
 
 
+# When a kernel lets the next one launch (PDL modes): after its own wait (1: at most one
+# kernel waits ahead of the running one) or before it (2: a chain of short kernels can all
+# be resident and waiting, so a GEMV after them starts its weight loads even earlier).
+PDL_TRIGGER_AFTER_WAIT, PDL_TRIGGER_BEFORE_WAIT = 1, 2
+PDL_MODE = PDL_TRIGGER_AFTER_WAIT
+
+
 @triton.jit
 def await_producer(PDL: tl.constexpr):
-    """With PDL: wait until the previous kernel has finished and its writes are visible,
-    then allow the next kernel to launch. A no-op without PDL."""
-    if PDL:
+    """With PDL (a mode above): wait until the previous kernel has finished and its writes
+    are visible, and allow the next kernel to launch. A no-op when PDL is 0."""
+    if PDL == 1:
         gdc_wait()
         gdc_launch_dependents()
+    elif PDL == 2:
+        gdc_launch_dependents()
+        gdc_wait()
 
 
 @functools.cache
@@ -61,17 +71,17 @@ def _capability(device_index: int) -> tuple[int, int]:
     return torch.cuda.get_device_capability(device_index)
 
 
-def pdl_enabled(device: torch.device) -> bool:
-    """Whether kernels on `device` use programmatic dependent launch: a CUDA GPU of compute
-    capability >= 9.0, a Triton with grid dependency control, not the interpreter, and
-    TITANINFER_PDL not 0."""
+def pdl_enabled(device: torch.device) -> int:
+    """The PDL mode for kernels on `device` (0: off): PDL_MODE on a CUDA GPU of compute
+    capability >= 9.0 with a Triton that has grid dependency control, not the interpreter,
+    and TITANINFER_PDL not 0."""
     if device.type != "cuda" or INTERPRET or gdc_wait is None:
-        return False
+        return 0
     index = device.index if device.index is not None else torch.cuda.current_device()
-    return _capability(index) >= (9, 0) and env.programmatic_dependent_launch()
+    return PDL_MODE if _capability(index) >= (9, 0) and env.programmatic_dependent_launch() else 0
 
 
-def pdl_launch_kwargs(pdl: bool) -> dict[str, bool]:
+def pdl_launch_kwargs(pdl: int) -> dict[str, bool]:
     """Extra launch arguments for a kernel compiled with PDL=pdl."""
     return {"launch_pdl": True} if pdl else {}
 
