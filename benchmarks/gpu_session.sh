@@ -25,18 +25,17 @@ step() {  # step NAME TIMEOUT_S CMD...
 B="python -m titaninfer.bench"
 # Decode-latency A/B of tuning constants (benchmarks/with_overrides.py), one model per stage.
 K=titaninfer.kernels
-VARIANTS=("base|" "pdl-off|" "pdl2|$K.triton_common.PDL_MODE=2" "fuse-norm|$K.skinny_gemm._NORM_PROLOGUE_MAX_WORK=1099511627776"
-          "pdl2-fuse|$K.triton_common.PDL_MODE=2 $K.skinny_gemm._NORM_PROLOGUE_MAX_WORK=1099511627776"
-          "bn2|$K.skinny_gemm._MIN_PROGRAMS_PER_SM=99")
-variants() {  # variants MODEL TIMEOUT_S
-  local v name ovr
-  for v in "${VARIANTS[@]}"; do
+VARIANTS=("base|" "pdl2|$K.triton_common.PDL_MODE=2" "pre2|$K.skinny_gemm._PRELOAD_TILES=2"
+          "pdl2-pre2|$K.triton_common.PDL_MODE=2 $K.skinny_gemm._PRELOAD_TILES=2")
+variants() {  # variants MODEL TIMEOUT_S: every variant twice, interleaved (drift shows as a rep gap)
+  local v name ovr rep
+  for rep in 1 2; do for v in "${VARIANTS[@]}"; do
     name=${v%%|*}; ovr=${v#*|}
     # shellcheck disable=SC2086  # the override list splits into words on purpose
-    step "var-$1-$name" "$2" env TITANINFER_PDL=$([ "$name" = pdl-off ] && echo 0 || echo 1) \
+    step "var-$1-$name-$rep" "$2" env TITANINFER_PDL=$([ "$name" = pdl-off ] && echo 0 || echo 1) \
       python benchmarks/with_overrides.py $ovr -- titaninfer.bench latency --engines titaninfer --no-progress \
-      --model "dummy:$1" --out "$OUT/packs/var-$name" --results-dir "$RESULTS/var-$name"
-  done
+      --model "dummy:$1" --out "$OUT/packs/var-$name-$rep" --results-dir "$RESULTS/var-$name-$rep"
+  done; done
 }
 for stage in "$@"; do case $stage in
   env) step env 60 bash -c 'nvidia-smi; python -c "import torch, triton, transformers; print(torch.__version__, triton.__version__, transformers.__version__, torch.cuda.get_device_name())"' ;;
@@ -53,8 +52,8 @@ for stage in "$@"; do case $stage in
              --model dummy:tinyllama-1.1b,dummy:llama3-8b --out "$OUT/packs/latency-pdl-on" --results-dir "$RESULTS/pdl-on" ;
              step latency-pdl-off 100 env TITANINFER_PDL=0 $B latency --engines titaninfer --no-progress \
              --model dummy:tinyllama-1.1b,dummy:llama3-8b --out "$OUT/packs/latency-pdl-off" --results-dir "$RESULTS/pdl-off" ;;
-  variants-tiny) variants tinyllama-1.1b 60 ;;
-  variants-8b) variants llama3-8b 90 ;;
+  variants-tiny) variants tinyllama-1.1b 50 ;;
+  variants-8b) variants llama3-8b 70 ;;
   rotary-tests) step pytest-rotary-gpu 60 python -m pytest -q tests/kernels/test_rotary.py ;;
   e2e-qwen) step pytest-e2e-qwen-gpu 90 python -m pytest -q -s -m gpu tests/e2e/test_gpu.py -k "qwen3 or no_kernel_compiles" ;;
   latency-qwen) step latency-qwen 60 $B latency --engines titaninfer --no-progress \

@@ -115,3 +115,27 @@ def test_skinny_linear_model_shapes_gpu(m, n, k):
     x = torch.randn(m, k, device="cuda").to(torch.bfloat16)
     w = (torch.randn(n, k, device="cuda") / k ** 0.5).to(torch.bfloat16)
     _assert_one_rounding(skinny_linear(x, w), _matmul_ref(x, w, None))
+
+
+@pytest.mark.parametrize("preload", [1, 2])
+@pytest.mark.parametrize("k", [40, 100, 200])  # 1, 2 and 4 K tiles of 64
+def test_weight_tiles_loaded_before_the_wait(preload, k, device, poison_empty, monkeypatch):
+    """The first one or two weight tiles are loaded ahead of the main loop (before the PDL
+    wait); every prologue must still see each K tile exactly once, also when K has fewer
+    tiles than are preloaded."""
+    import titaninfer.kernels.skinny_gemm as sg
+
+    monkeypatch.setattr(sg, "_PRELOAD_TILES", preload)
+    torch.manual_seed(k + preload)
+    m, n, dtype = 1, 21, torch.bfloat16
+    x = (torch.randn(m, k, device=device) * 3).to(dtype)
+    w = (torch.randn(n, k, device=device) / k ** 0.5).to(dtype)
+    _assert_one_rounding(skinny_linear(x, w, config=SMALL), _matmul_ref(x, w, None))
+    gu = (torch.randn(m, 2 * k, device=device) * 2).to(dtype)
+    _assert_one_rounding(skinny_silu_mul_linear(gu, w, config=SMALL), _matmul_ref(silu_and_mul_ref(gu), w, None))
+    res = torch.randn(m, k, device=device).to(dtype)
+    nw = (1 + torch.randn(k, device=device) * 0.1).to(dtype)
+    out, new_res = skinny_rmsnorm_linear(x, res, nw, 1e-6, w, None, config=SMALL)
+    normed, ref_res = rms_norm_ref(x, nw, 1e-6, res)
+    _assert_one_rounding(out, _matmul_ref(normed, w, None))
+    assert torch.equal(new_res, ref_res)

@@ -279,19 +279,23 @@ def _decode_baselines(b: Bench, name, q, k_cache, v_cache, tables, lens, scale, 
     except Exception:  # noqa: BLE001
         b.info("decode", f"{name} | FlashInfer", float("nan"), "not available (import failed)")
         return
-    try:
-        ws = torch.empty(128 << 20, dtype=torch.uint8, device="cuda")
-        wrapper = flashinfer.BatchDecodeWithPagedKVCacheWrapper(ws, "NHD")
-        nblk = tables.shape[1]
-        indptr = torch.arange(0, (batch + 1) * nblk, nblk, dtype=torch.int32, device="cuda")
-        last = ((lens - 1) % bs + 1).int()
-        wrapper.plan(indptr, tables.flatten(), last, hq, hk, d, bs, data_type=q.dtype,
-                     q_data_type=q.dtype, sm_scale=scale)
-        run_fi = lambda: wrapper.run(q, (k_cache, v_cache))  # noqa: E731
-        ok = _check(run_fi(), ours, 2e-2)
-        b.mem("decode", f"{name} | FlashInfer paged decode", run_fi, kv_bytes, ok)
-    except Exception as e:  # noqa: BLE001
-        b.info("decode", f"{name} | FlashInfer", float("nan"), f"failed: {e!r}"[:120])
+    ws = torch.empty(128 << 20, dtype=torch.uint8, device="cuda")
+    nblk = tables.shape[1]
+    indptr = torch.arange(0, (batch + 1) * nblk, nblk, dtype=torch.int32, device="cuda")
+    last = ((lens - 1) % bs + 1).int()
+    # Both of FlashInfer's decode paths: CUDA-core decode kernels (its default) and, with
+    # use_tensor_cores, its prefill kernels (the faster one for GQA groups of 4 and more).
+    for tensor_cores in (False, True):
+        label = f"{name} | FlashInfer paged decode" + (" (tensor cores)" if tensor_cores else "")
+        try:
+            wrapper = flashinfer.BatchDecodeWithPagedKVCacheWrapper(ws, "NHD", use_tensor_cores=tensor_cores)
+            wrapper.plan(indptr, tables.flatten(), last, hq, hk, d, bs, data_type=q.dtype,
+                         q_data_type=q.dtype, sm_scale=scale)
+            run_fi = lambda w=wrapper: w.run(q, (k_cache, v_cache))  # noqa: E731
+            ok = _check(run_fi(), ours, 2e-2)
+            b.mem("decode", label, run_fi, kv_bytes, ok)
+        except Exception as e:  # noqa: BLE001
+            b.info("decode", label, float("nan"), f"failed: {e!r}"[:120])
 
 
 def bench_decode(b: Bench, sweep: bool) -> None:

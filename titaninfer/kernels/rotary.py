@@ -24,7 +24,12 @@ import triton
 import triton.language as tl
 
 from titaninfer.kernels.triton_common import INTERPRET as _INTERPRET
-from titaninfer.kernels.triton_common import await_producer, pdl_enabled, pdl_launch_kwargs, round_to
+from titaninfer.kernels.triton_common import (
+    await_producer,
+    pdl_enabled,
+    pdl_launch_kwargs,
+    round_to,
+)
 
 
 @triton.jit

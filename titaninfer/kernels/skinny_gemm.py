@@ -34,7 +34,12 @@ import triton
 import triton.language as tl
 
 from titaninfer.kernels.triton_common import INTERPRET as _INTERPRET
-from titaninfer.kernels.triton_common import await_producer, pdl_enabled, pdl_launch_kwargs, round_to
+from titaninfer.kernels.triton_common import (
+    await_producer,
+    pdl_enabled,
+    pdl_launch_kwargs,
+    round_to,
+)
 
 MAX_M = 16  # rows this kernel serves; larger batches go to cuBLAS
 
@@ -97,7 +102,7 @@ def _skinny_gemm_kernel(
     M, N, K, x_stride, eps,
     BM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     PROLOGUE: tl.constexpr, HAS_RES: tl.constexpr, HAS_BIAS: tl.constexpr,
-    USE_DOT: tl.constexpr, EMULATE_RNE: tl.constexpr, PDL: tl.constexpr,
+    USE_DOT: tl.constexpr, EMULATE_RNE: tl.constexpr, PDL: tl.constexpr, PRELOAD: tl.constexpr,
 ):
     pid = tl.program_id(0)
     rows = pid.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)  # rows of W = output columns
@@ -107,12 +112,16 @@ def _skinny_gemm_kernel(
     dtype = out_ptr.dtype.element_ty
     store_res_rows = tl.where(pid == 0, M, 0)  # only the first program stores x + residual
 
-    # No kernel writes the weights, so the first tile streams in before the wait: under PDL
-    # while the previous kernel (attention, a norm, the previous GEMV) is still running.
+    # No kernel writes the weights, so the first PRELOAD tiles stream in before the wait:
+    # under PDL while the previous kernel (attention, a norm, the previous GEMV) still runs.
     w_rows = w_ptr + rows[:, None] * K
     ks = tl.arange(0, BLOCK_K)
     k_ok = ks < K
     w = tl.load(w_rows + ks[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
+    if PRELOAD == 2:  # the second tile too (all masked, no traffic, when K <= BLOCK_K)
+        ks1 = BLOCK_K + tl.arange(0, BLOCK_K)
+        k1_ok = ks1 < K
+        w1 = tl.load(w_rows + ks1[None, :], mask=n_ok[:, None] & k1_ok[None, :], other=0.0)
     await_producer(PDL)
 
     rstd = tl.zeros([BM], dtype=tl.float32)
@@ -135,7 +144,11 @@ def _skinny_gemm_kernel(
     x = _load_input(x_ptr, res_ptr, nw_ptr, new_res_ptr, ms, m_ok, ks, k_ok, x_stride, K, rstd,
                     store_res_rows, dtype, PROLOGUE, HAS_RES, EMULATE_RNE)
     acc = _accumulate(acc, w, x, USE_DOT, BM, EMULATE_RNE)
-    for k0 in range(BLOCK_K, K, BLOCK_K):
+    if PRELOAD == 2:
+        x = _load_input(x_ptr, res_ptr, nw_ptr, new_res_ptr, ms, m_ok, ks1, k1_ok, x_stride, K, rstd,
+                        store_res_rows, dtype, PROLOGUE, HAS_RES, EMULATE_RNE)
+        acc = _accumulate(acc, w1, x, USE_DOT, BM, EMULATE_RNE)
+    for k0 in range(PRELOAD * BLOCK_K, K, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
         k_ok = ks < K
         w = tl.load(w_rows + ks[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
@@ -155,6 +168,8 @@ def m_bucket(m: int) -> int:
     return 1 if m <= 1 else triton.next_power_of_2(m)
 
 
+# Weight tiles a program loads before waiting for its input (1 or 2).
+_PRELOAD_TILES = 1
 _MIN_PROGRAMS_PER_SM = 2  # M <= 2: 4-row programs only where there are this many per SM
 
 
@@ -220,7 +235,7 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, k:
         m, n, k, x.stride(0), float(eps),
         BM=bm, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
         PROLOGUE=prologue, HAS_RES=residual is not None, HAS_BIAS=bias is not None,
-        USE_DOT=cfg.use_dot, EMULATE_RNE=_INTERPRET, PDL=pdl,
+        USE_DOT=cfg.use_dot, EMULATE_RNE=_INTERPRET, PDL=pdl, PRELOAD=_PRELOAD_TILES,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages, **pdl_launch_kwargs(pdl),
     )
     return out, new_res
