@@ -52,15 +52,15 @@ for stage in "$@"; do case $stage in
              --model dummy:tinyllama-1.1b,dummy:llama3-8b --out "$OUT/packs/latency-pdl-on" --results-dir "$RESULTS/pdl-on" ;
              step latency-pdl-off 100 env TITANINFER_PDL=0 $B latency --engines titaninfer --no-progress \
              --model dummy:tinyllama-1.1b,dummy:llama3-8b --out "$OUT/packs/latency-pdl-off" --results-dir "$RESULTS/pdl-off" ;;
-  variants-tiny) variants tinyllama-1.1b 50 ;;
-  variants-8b) variants llama3-8b 70 ;;
+  variants-tiny) variants tinyllama-1.1b 45 ;;
+  variants-8b) variants llama3-8b 60 ;;
   rotary-tests) step pytest-rotary-gpu 60 python -m pytest -q tests/kernels/test_rotary.py ;;
   e2e-qwen) step pytest-e2e-qwen-gpu 90 python -m pytest -q -s -m gpu tests/e2e/test_gpu.py -k "qwen3 or no_kernel_compiles" ;;
   latency-qwen) step latency-qwen 60 $B latency --engines titaninfer --no-progress \
              --model dummy:qwen3-0.6b --out "$OUT/packs/latency-qwen" --results-dir "$RESULTS" ;;
   # FlashInfer as a decode-attention peer: needs the wheels of ../shared/tools/device-wheels.sh
   # in .whl, carried with the call (carry: [".whl"]).
-  kernel-bench-fi) step kernel-bench-fi 240 bash -c 'python3 -m pip install -q --no-index --no-deps --no-compile \
+  kernel-bench-fi) step kernel-bench-fi 180 bash -c 'python3 -m pip install -q --no-index --no-deps --no-compile \
              --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && PYTHONPATH=/tmp/site:$PYTHONPATH \
              python -m titaninfer.bench.kernels --only decode --out "$0"' "$OUT/kernel-bench-fi" ;;
   kernel-bench) step kernel-bench 240 python -m titaninfer.bench.kernels ;;
