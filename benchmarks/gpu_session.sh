@@ -25,8 +25,17 @@ step() {  # step NAME TIMEOUT_S CMD...
 B="python -m titaninfer.bench"
 # Decode-latency A/B of tuning constants (benchmarks/with_overrides.py), one model per stage.
 K=titaninfer.kernels
-VARIANTS=("base|" "pdl2|$K.triton_common.PDL_MODE=2" "pre2|$K.skinny_gemm._PRELOAD_TILES=2"
-          "pdl2-pre2|$K.triton_common.PDL_MODE=2 $K.skinny_gemm._PRELOAD_TILES=2")
+VARIANTS=("base|" "mode1-pre1|$K.triton_common.PDL_MODE=1 $K.skinny_gemm._PRELOAD_TILES=1"
+          "mode1|$K.triton_common.PDL_MODE=1" "pre1|$K.skinny_gemm._PRELOAD_TILES=1" "pdl-off|")
+replay() {  # replay MODEL TIMEOUT_S: device time of the batch-1 decode graph, per variant
+  local v name ovr
+  for v in "${VARIANTS[@]}"; do
+    name=${v%%|*}; ovr=${v#*|}
+    # shellcheck disable=SC2086
+    step "replay-$1-$name" "$2" env TITANINFER_PDL=$([ "$name" = pdl-off ] && echo 0 || echo 1) \
+      python benchmarks/with_overrides.py $ovr -- benchmarks.graph_replay_time --model "dummy:$1"
+  done
+}
 variants() {  # variants MODEL TIMEOUT_S: every variant twice, interleaved (drift shows as a rep gap)
   local v name ovr rep
   for rep in 1 2; do for v in "${VARIANTS[@]}"; do
@@ -52,6 +61,8 @@ for stage in "$@"; do case $stage in
              --model dummy:tinyllama-1.1b,dummy:llama3-8b --out "$OUT/packs/latency-pdl-on" --results-dir "$RESULTS/pdl-on" ;
              step latency-pdl-off 100 env TITANINFER_PDL=0 $B latency --engines titaninfer --no-progress \
              --model dummy:tinyllama-1.1b,dummy:llama3-8b --out "$OUT/packs/latency-pdl-off" --results-dir "$RESULTS/pdl-off" ;;
+  replay-tiny) replay tinyllama-1.1b 35 ;;
+  replay-8b) replay llama3-8b 45 ;;
   variants-tiny) variants tinyllama-1.1b 45 ;;
   variants-8b) variants llama3-8b 60 ;;
   rotary-tests) step pytest-rotary-gpu 60 python -m pytest -q tests/kernels/test_rotary.py ;;

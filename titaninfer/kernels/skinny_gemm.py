@@ -168,8 +168,10 @@ def m_bucket(m: int) -> int:
     return 1 if m <= 1 else triton.next_power_of_2(m)
 
 
-# Weight tiles a program loads before waiting for its input (1 or 2).
-_PRELOAD_TILES = 1
+# Weight tiles a program loads before waiting for its input (1 or 2): with PDL mode 2 the
+# GEMV after a chain of short kernels (rope, attention, a norm) is resident early, and two
+# tiles use more of that time (see triton_common.PDL_MODE).
+_PRELOAD_TILES = 2
 _MIN_PROGRAMS_PER_SM = 2  # M <= 2: 4-row programs only where there are this many per SM
 
 

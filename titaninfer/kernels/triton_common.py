@@ -50,8 +50,10 @@ def round_to(x, dtype: tl.constexpr, emulate_rne: tl.constexpr):
 # When a kernel lets the next one launch (PDL modes): after its own wait (1: at most one
 # kernel waits ahead of the running one) or before it (2: a chain of short kernels can all
 # be resident and waiting, so a GEMV after them starts its weight loads even earlier).
+# Mode 2 with two preloaded weight tiles (skinny_gemm._PRELOAD_TILES) measured best on an
+# H200 at batch 1 (benchmarks/results/README.md): Llama-3-8B 4.25 -> 4.16 ms per token.
 PDL_TRIGGER_AFTER_WAIT, PDL_TRIGGER_BEFORE_WAIT = 1, 2
-PDL_MODE = PDL_TRIGGER_AFTER_WAIT
+PDL_MODE = PDL_TRIGGER_BEFORE_WAIT
 
 
 @triton.jit

@@ -1,0 +1,67 @@
+"""Device time of one captured decode step, without the host: replays the batch-B CUDA
+graph back to back and reports its time against the step's floor (weights + LM head + the
+KV context at the step's bandwidth ceiling, as titaninfer/bench/sol.py counts them).
+
+`bench latency`'s tokens/s include the host's share of each step (scheduling, sampling,
+output processing); this separates the two. Variants of tuning constants run through
+benchmarks/with_overrides.py.
+
+    python benchmarks/graph_replay_time.py --model dummy:tinyllama-1.1b [--batch 1] [--context 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from titaninfer import LLM
+from titaninfer.bench.ceilings import get_ceilings
+from titaninfer.bench.sol import Chunk, ModelCost, step_cost
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="dummy:tinyllama-1.1b")
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--context", type=int, default=256, help="tokens already cached per sequence")
+    ap.add_argument("--iters", type=int, default=300)
+    args = ap.parse_args()
+    llm = LLM(args.model, max_num_seqs=max(args.batch, 8), gpu_memory_utilization=0.5)
+    eng = llm.engine
+    graphs = eng.runner.graphs
+    if graphs is None:
+        raise SystemExit("graph_replay_time: CUDA graphs are off (no GPU, or TITANINFER_NO_CUDA_GRAPHS)")
+    bs = graphs.size_for(args.batch)
+    blocks = -(-(args.context + 1) // graphs.block_size)
+    if bs is None or blocks > graphs.max_blocks or bs * blocks > eng.runner.num_blocks:
+        raise SystemExit(f"graph_replay_time: batch {args.batch} x context {args.context} does not fit")
+    # Each row owns its own blocks; the new token goes to slot `context` of its sequence.
+    tables = torch.arange(bs * blocks, dtype=torch.int32, device=graphs.device).view(bs, blocks)
+    graphs.block_tables[:bs, :blocks] = tables
+    graphs.seq_lens[:bs] = args.context + 1
+    graphs.positions[:bs] = args.context
+    graphs.slot_mapping[:bs] = tables[:, args.context // graphs.block_size].long() * graphs.block_size \
+        + args.context % graphs.block_size
+    graph = graphs.graphs[bs]
+    for _ in range(20):
+        graph.replay()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    start.record()
+    for _ in range(args.iters):
+        graph.replay()
+    end.record()
+    torch.cuda.synchronize()
+    step_s = start.elapsed_time(end) / 1e3 / args.iters
+    cost = ModelCost.from_config(eng.model_config, torch.finfo(torch.bfloat16).bits // 8)
+    sc = step_cost(cost, [Chunk(1, args.context)] * bs)
+    ceil = get_ceilings("cuda")
+    floor_s = max(sc.bytes / ceil.bw_bytes_per_s, sc.flops / ceil.flops_per_s)
+    print(f"{args.model} batch {bs} context {args.context}: {step_s * 1e6:.1f} us per replay, "
+          f"floor {floor_s * 1e6:.1f} us ({sc.bytes / 1e9:.3f} GB at {ceil.bw_bytes_per_s / 1e12:.2f} TB/s), "
+          f"device sol {floor_s / step_s:.3f}")
+
+
+if __name__ == "__main__":
+    main()
