@@ -25,14 +25,15 @@ step() {  # step NAME TIMEOUT_S CMD...
 B="python -m titaninfer.bench"
 # Decode-latency A/B of tuning constants (benchmarks/with_overrides.py), one model per stage.
 K=titaninfer.kernels
-VARIANTS=("base|" "mode1-pre1|$K.triton_common.PDL_MODE=1 $K.skinny_gemm._PRELOAD_TILES=1"
-          "mode1|$K.triton_common.PDL_MODE=1" "pre1|$K.skinny_gemm._PRELOAD_TILES=1" "pdl-off|")
+# A name starting "off" runs with TITANINFER_PDL=0.
+VARIANTS=("base|" "pre3|$K.skinny_gemm._PRELOAD_TILES=3" "pre4|$K.skinny_gemm._PRELOAD_TILES=4"
+          "off-pre4|$K.skinny_gemm._PRELOAD_TILES=4" "off|" "base2|")
 replay() {  # replay MODEL TIMEOUT_S: device time of the batch-1 decode graph, per variant
   local v name ovr
   for v in "${VARIANTS[@]}"; do
     name=${v%%|*}; ovr=${v#*|}
     # shellcheck disable=SC2086
-    step "replay-$1-$name" "$2" env TITANINFER_PDL=$([ "$name" = pdl-off ] && echo 0 || echo 1) \
+    step "replay-$1-$name" "$2" env TITANINFER_PDL=$([ "${name#off}" != "$name" ] && echo 0 || echo 1) \
       python benchmarks/with_overrides.py $ovr -- benchmarks.graph_replay_time --model "dummy:$1"
   done
 }
@@ -41,7 +42,7 @@ variants() {  # variants MODEL TIMEOUT_S: every variant twice, interleaved (drif
   for rep in 1 2; do for v in "${VARIANTS[@]}"; do
     name=${v%%|*}; ovr=${v#*|}
     # shellcheck disable=SC2086  # the override list splits into words on purpose
-    step "var-$1-$name-$rep" "$2" env TITANINFER_PDL=$([ "$name" = pdl-off ] && echo 0 || echo 1) \
+    step "var-$1-$name-$rep" "$2" env TITANINFER_PDL=$([ "${name#off}" != "$name" ] && echo 0 || echo 1) \
       python benchmarks/with_overrides.py $ovr -- titaninfer.bench latency --engines titaninfer --no-progress \
       --model "dummy:$1" --out "$OUT/packs/var-$name-$rep" --results-dir "$RESULTS/var-$name-$rep"
   done; done

@@ -117,10 +117,10 @@ def test_skinny_linear_model_shapes_gpu(m, n, k):
     _assert_one_rounding(skinny_linear(x, w), _matmul_ref(x, w, None))
 
 
-@pytest.mark.parametrize("preload", [1, 2])
-@pytest.mark.parametrize("k", [40, 100, 200])  # 1, 2 and 4 K tiles of 64
+@pytest.mark.parametrize("preload", [1, 2, 4])
+@pytest.mark.parametrize("k", [40, 100, 200, 300])  # 1, 2, 4 and 5 K tiles of 64
 def test_weight_tiles_loaded_before_the_wait(preload, k, device, poison_empty, monkeypatch):
-    """The first one or two weight tiles are loaded ahead of the main loop (before the PDL
+    """The first one, two or four weight tiles are loaded ahead of the main loop (before the PDL
     wait); every prologue must still see each K tile exactly once, also when K has fewer
     tiles than are preloaded."""
     import titaninfer.kernels.skinny_gemm as sg

@@ -95,6 +95,24 @@ def _accumulate(acc, w, x, USE_DOT: tl.constexpr, BM: tl.constexpr, EMULATE_RNE:
     return acc
 
 
+@triton.jit
+def _weight_tile(w_rows, n_ok, k0, K, BLOCK_K: tl.constexpr):
+    """W[rows, k0:k0 + BLOCK_K] (zeros past K)."""
+    ks = k0 + tl.arange(0, BLOCK_K)
+    return tl.load(w_rows + ks[None, :], mask=n_ok[:, None] & (ks < K)[None, :], other=0.0)
+
+
+@triton.jit
+def _tile_step(acc, w, k0, x_ptr, res_ptr, nw_ptr, new_res_ptr, ms, m_ok, x_stride, K, rstd, store_res_rows,
+               dtype: tl.constexpr, PROLOGUE: tl.constexpr, HAS_RES: tl.constexpr, USE_DOT: tl.constexpr,
+               BM: tl.constexpr, BLOCK_K: tl.constexpr, EMULATE_RNE: tl.constexpr):
+    """acc += prologue(x)[:, k0:k0 + BLOCK_K] @ w^T, w the weight tile at k0."""
+    ks = k0 + tl.arange(0, BLOCK_K)
+    x = _load_input(x_ptr, res_ptr, nw_ptr, new_res_ptr, ms, m_ok, ks, ks < K, x_stride, K, rstd,
+                    store_res_rows, dtype, PROLOGUE, HAS_RES, EMULATE_RNE)
+    return _accumulate(acc, w, x, USE_DOT, BM, EMULATE_RNE)
+
+
 # M changes with the batch: not specialised on, so one variant per (shape, BM bucket).
 @triton.jit(do_not_specialize=["M"])
 def _skinny_gemm_kernel(
@@ -114,14 +132,15 @@ def _skinny_gemm_kernel(
 
     # No kernel writes the weights, so the first PRELOAD tiles stream in before the wait:
     # under PDL while the previous kernel (attention, a norm, the previous GEMV) still runs.
+    # Tiles past K are fully masked: no memory traffic, they add zeros.
     w_rows = w_ptr + rows[:, None] * K
-    ks = tl.arange(0, BLOCK_K)
-    k_ok = ks < K
-    w = tl.load(w_rows + ks[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
-    if PRELOAD == 2:  # the second tile too (all masked, no traffic, when K <= BLOCK_K)
-        ks1 = BLOCK_K + tl.arange(0, BLOCK_K)
-        k1_ok = ks1 < K
-        w1 = tl.load(w_rows + ks1[None, :], mask=n_ok[:, None] & k1_ok[None, :], other=0.0)
+    w0 = _weight_tile(w_rows, n_ok, 0, K, BLOCK_K)
+    if PRELOAD >= 2:
+        w1 = _weight_tile(w_rows, n_ok, BLOCK_K, K, BLOCK_K)
+    if PRELOAD >= 3:
+        w2 = _weight_tile(w_rows, n_ok, 2 * BLOCK_K, K, BLOCK_K)
+    if PRELOAD >= 4:
+        w3 = _weight_tile(w_rows, n_ok, 3 * BLOCK_K, K, BLOCK_K)
     await_producer(PDL)
 
     rstd = tl.zeros([BM], dtype=tl.float32)
@@ -141,20 +160,21 @@ def _skinny_gemm_kernel(
         acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
     else:
         acc = tl.zeros([BM, BLOCK_N], dtype=tl.float32)
-    x = _load_input(x_ptr, res_ptr, nw_ptr, new_res_ptr, ms, m_ok, ks, k_ok, x_stride, K, rstd,
-                    store_res_rows, dtype, PROLOGUE, HAS_RES, EMULATE_RNE)
-    acc = _accumulate(acc, w, x, USE_DOT, BM, EMULATE_RNE)
-    if PRELOAD == 2:
-        x = _load_input(x_ptr, res_ptr, nw_ptr, new_res_ptr, ms, m_ok, ks1, k1_ok, x_stride, K, rstd,
-                        store_res_rows, dtype, PROLOGUE, HAS_RES, EMULATE_RNE)
-        acc = _accumulate(acc, w1, x, USE_DOT, BM, EMULATE_RNE)
+    acc = _tile_step(acc, w0, 0, x_ptr, res_ptr, nw_ptr, new_res_ptr, ms, m_ok, x_stride, K, rstd, store_res_rows,
+                     dtype, PROLOGUE, HAS_RES, USE_DOT, BM, BLOCK_K, EMULATE_RNE)
+    if PRELOAD >= 2:
+        acc = _tile_step(acc, w1, BLOCK_K, x_ptr, res_ptr, nw_ptr, new_res_ptr, ms, m_ok, x_stride, K, rstd,
+                         store_res_rows, dtype, PROLOGUE, HAS_RES, USE_DOT, BM, BLOCK_K, EMULATE_RNE)
+    if PRELOAD >= 3:
+        acc = _tile_step(acc, w2, 2 * BLOCK_K, x_ptr, res_ptr, nw_ptr, new_res_ptr, ms, m_ok, x_stride, K, rstd,
+                         store_res_rows, dtype, PROLOGUE, HAS_RES, USE_DOT, BM, BLOCK_K, EMULATE_RNE)
+    if PRELOAD >= 4:
+        acc = _tile_step(acc, w3, 3 * BLOCK_K, x_ptr, res_ptr, nw_ptr, new_res_ptr, ms, m_ok, x_stride, K, rstd,
+                         store_res_rows, dtype, PROLOGUE, HAS_RES, USE_DOT, BM, BLOCK_K, EMULATE_RNE)
     for k0 in range(PRELOAD * BLOCK_K, K, BLOCK_K):
-        ks = k0 + tl.arange(0, BLOCK_K)
-        k_ok = ks < K
-        w = tl.load(w_rows + ks[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
-        x = _load_input(x_ptr, res_ptr, nw_ptr, new_res_ptr, ms, m_ok, ks, k_ok, x_stride, K, rstd,
-                        store_res_rows, dtype, PROLOGUE, HAS_RES, EMULATE_RNE)
-        acc = _accumulate(acc, w, x, USE_DOT, BM, EMULATE_RNE)
+        w = _weight_tile(w_rows, n_ok, k0, K, BLOCK_K)
+        acc = _tile_step(acc, w, k0, x_ptr, res_ptr, nw_ptr, new_res_ptr, ms, m_ok, x_stride, K, rstd,
+                         store_res_rows, dtype, PROLOGUE, HAS_RES, USE_DOT, BM, BLOCK_K, EMULATE_RNE)
     if not USE_DOT and BM == 1:
         acc = tl.sum(acc, axis=1)[None, :]
     if HAS_BIAS:
@@ -168,7 +188,7 @@ def m_bucket(m: int) -> int:
     return 1 if m <= 1 else triton.next_power_of_2(m)
 
 
-# Weight tiles a program loads before waiting for its input (1 or 2): with PDL mode 2 the
+# Weight tiles a program loads before waiting for its input (1 to 4): with PDL mode 2 the
 # GEMV after a chain of short kernels (rope, attention, a norm) is resident early, and two
 # tiles use more of that time (see triton_common.PDL_MODE).
 _PRELOAD_TILES = 2
