@@ -122,6 +122,9 @@ def test_profile_writes_trace_and_table(runs, capsys) -> None:
                      "--warmup-steps", "1", "--device", "cpu", "--out", out]) == 0
     text = capsys.readouterr().out
     assert "2 steps profiled" in text and "aten::mm" in text and "share" in text
+    # PDL is off while profiling (kernel times would overlap) and the setting is restored.
+    assert "programmatic dependent launch off" in text
+    assert os.environ.get("TITANINFER_PDL") is None
     assert os.path.getsize(os.path.join(out, "trace.json")) > 0
     table = _load(out, "kernels.json")
     assert table["rows"] and any(r["flops_per_s"] for r in table["rows"])

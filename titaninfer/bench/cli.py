@@ -186,12 +186,23 @@ def cmd_profile(args: argparse.Namespace) -> int:
         if getattr(args, flag) < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be >= 1")
     _apply_threads(args)
-    engine = LLMEngine.from_args(args.model, **engine_kwargs(args))
-    rng = np.random.default_rng(args.seed)
-    vocab = engine.model_config.vocab_size
-    prompts = [rng.integers(min(100, vocab // 2), vocab, args.input_len).tolist() for _ in range(args.num_requests)]
-    out = args.out or default_run_dir("profile")
-    res = profile_engine(engine, prompts, args.output_len, args.steps, args.warmup_steps, out)
+    # Under programmatic dependent launch a kernel starts before its predecessor ends and
+    # its recorded time includes that wait: per-kernel times would overlap and mislead.
+    saved_pdl = os.environ.get("TITANINFER_PDL")
+    os.environ["TITANINFER_PDL"] = "1" if args.pdl else "0"
+    try:
+        engine = LLMEngine.from_args(args.model, **engine_kwargs(args))
+        rng = np.random.default_rng(args.seed)
+        vocab = engine.model_config.vocab_size
+        prompts = [rng.integers(min(100, vocab // 2), vocab, args.input_len).tolist()
+                   for _ in range(args.num_requests)]
+        out = args.out or default_run_dir("profile")
+        res = profile_engine(engine, prompts, args.output_len, args.steps, args.warmup_steps, out)
+    finally:
+        if saved_pdl is None:
+            os.environ.pop("TITANINFER_PDL", None)
+        else:
+            os.environ["TITANINFER_PDL"] = saved_pdl
     ceil = None if args.no_sol else get_ceilings(engine.config.device)
     path = write_profile_json(res, ceil.to_dict() if ceil else None,
                               {"model": engine.config.model, "device": engine.config.device,
@@ -199,6 +210,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
                                "num_requests": args.num_requests, "input_len": args.input_len,
                                "output_len": args.output_len})
     walls = res.step_wall_s
+    if not args.pdl:
+        print("programmatic dependent launch off for this profile (--pdl keeps it on; kernel times then overlap)")
     print(f"{len(walls)} steps profiled, mean {np.mean(walls) * 1e3:.2f} ms/step, "
           f"{np.mean(res.step_tokens) if res.step_tokens else 0:.1f} tokens/step; shares are of step wall time")
     print(format_rows(res.rows, args.top))
@@ -279,6 +292,9 @@ def _profile_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top", type=int, default=15)
     p.add_argument("--out", "-o", default=None)
     p.add_argument("--no-sol", action="store_true", help="do not measure ceilings")
+    p.add_argument("--pdl", action="store_true",
+                   help="keep programmatic dependent launch on (off by default here: with it, each "
+                        "kernel's time includes waiting for the kernel before it)")
     _add_threads_arg(p)
     add_engine_args(p)
     p.set_defaults(func=cmd_profile)
