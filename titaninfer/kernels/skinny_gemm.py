@@ -20,6 +20,10 @@ Each program recomputes the prologue for its rows of x (a few KiB, from L2), whi
 cheaper than a launch. The RMSNorm prologue reads x twice: once for the row's sum of
 squares, once in the main loop.
 
+The first `_PRELOAD_TILES` weight tiles are loaded before the kernel waits for its input
+(`await_producer`): under programmatic dependent launch they stream in while the kernel
+before is still running (docs/kernels.md has the measurements).
+
 Products and sums are float32, one rounding to the output dtype (bias added before it).
 Two inner products: elementwise multiply-and-sum (any M, no tensor cores) and `tl.dot`
 with M padded to 16 (USE_DOT); `pick_config` chooses from measurements.
