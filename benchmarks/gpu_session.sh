@@ -28,23 +28,24 @@ K=titaninfer.kernels
 # A name starting "off" runs with TITANINFER_PDL=0.
 VARIANTS=("base|" "pre3|$K.skinny_gemm._PRELOAD_TILES=3" "pre4|$K.skinny_gemm._PRELOAD_TILES=4"
           "off-pre4|$K.skinny_gemm._PRELOAD_TILES=4" "off|" "base2|")
+variant_step() {  # variant_step PREFIX TIMEOUT "NAME|OVERRIDES" MODULE ARGS...: step PREFIX-NAME
+  local prefix=$1 t=$2 name=${3%%|*} ovr=${3#*|} pdl=1
+  shift 3
+  [ "${name#off}" != "$name" ] && pdl=0
+  # shellcheck disable=SC2086  # the override list splits into words on purpose
+  step "$prefix-$name" "$t" env TITANINFER_PDL=$pdl python benchmarks/with_overrides.py $ovr -- "$@"
+}
 replay() {  # replay MODEL TIMEOUT_S: device time of the batch-1 decode graph, per variant
-  local v name ovr
+  local v
   for v in "${VARIANTS[@]}"; do
-    name=${v%%|*}; ovr=${v#*|}
-    # shellcheck disable=SC2086
-    step "replay-$1-$name" "$2" env TITANINFER_PDL=$([ "${name#off}" != "$name" ] && echo 0 || echo 1) \
-      python benchmarks/with_overrides.py $ovr -- benchmarks.graph_replay_time --model "dummy:$1"
+    variant_step "replay-$1" "$2" "$v" benchmarks.graph_replay_time --model "dummy:$1"
   done
 }
 variants() {  # variants MODEL TIMEOUT_S: every variant twice, interleaved (drift shows as a rep gap)
-  local v name ovr rep
+  local v rep
   for rep in 1 2; do for v in "${VARIANTS[@]}"; do
-    name=${v%%|*}; ovr=${v#*|}
-    # shellcheck disable=SC2086  # the override list splits into words on purpose
-    step "var-$1-$name-$rep" "$2" env TITANINFER_PDL=$([ "${name#off}" != "$name" ] && echo 0 || echo 1) \
-      python benchmarks/with_overrides.py $ovr -- titaninfer.bench latency --engines titaninfer --no-progress \
-      --model "dummy:$1" --out "$OUT/packs/var-$name-$rep" --results-dir "$RESULTS/var-$name-$rep"
+    variant_step "var-$1-$rep" "$2" "$v" titaninfer.bench latency --engines titaninfer --no-progress \
+      --model "dummy:$1" --out "$OUT/packs/var-${v%%|*}-$rep" --results-dir "$RESULTS/var-${v%%|*}-$rep"
   done; done
 }
 for stage in "$@"; do case $stage in

@@ -30,8 +30,8 @@ from titaninfer.kernels.triton_common import (
     await_producer,
     check_paged_inputs,
     device_sms,
-    pdl_enabled,
     pdl_launch_kwargs,
+    pdl_mode,
     round_to,
 )
 
@@ -203,7 +203,7 @@ def paged_decode_attention(
         part_lse = torch.empty((b, hq, num_splits), dtype=torch.float32, device=q.device)
     else:
         part_o = part_lse = out  # never touched: the kernel writes `out` directly
-    pdl = pdl_enabled(q.device)
+    pdl = pdl_mode(q.device)
     _decode_split_kernel[(b, hk, num_splits)](
         q, k_cache, v_cache, seq_lens, block_tables, out, part_o, part_lse,
         scale * 1.4426950408889634,  # log2(e): softmax in base 2 (exp2 is one instruction)

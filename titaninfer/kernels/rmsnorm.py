@@ -23,8 +23,8 @@ import triton.language as tl
 from titaninfer.kernels.triton_common import INTERPRET as _INTERPRET
 from titaninfer.kernels.triton_common import (
     await_producer,
-    pdl_enabled,
     pdl_launch_kwargs,
+    pdl_mode,
     round_to,
 )
 
@@ -124,7 +124,7 @@ def rms_norm(
     tile = block_m * block_n
     num_warps = min(max(tile // 512, 1), 16)
     grid = (triton.cdiv(n_rows, block_m),)
-    pdl = pdl_enabled(x.device)
+    pdl = pdl_mode(x.device)
     _rms_norm_kernel[grid](
         xv, rv, weight.contiguous(), out, new_res if new_res is not None else out,
         n_rows, n, n_inner, x_s0, x_s1, r_s0, r_s1, float(eps),

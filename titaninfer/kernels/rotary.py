@@ -26,8 +26,8 @@ import triton.language as tl
 from titaninfer.kernels.triton_common import INTERPRET as _INTERPRET
 from titaninfer.kernels.triton_common import (
     await_producer,
-    pdl_enabled,
     pdl_launch_kwargs,
+    pdl_mode,
     round_to,
 )
 
@@ -160,7 +160,7 @@ def _launch(positions: torch.Tensor | None, q: torch.Tensor | None, k: torch.Ten
     elems = (min(block_hq, triton.next_power_of_2(hq)) + 2 * block_hk) * block_half
     num_warps = min(triton.next_power_of_2(max(elems // 1024, 1)), 8)
     qn, kn, eps = head_norm if head_norm is not None else (k, k, 0.0)  # placeholders: unread
-    pdl = pdl_enabled(k.device)
+    pdl = pdl_mode(k.device)
     _rope_kv_kernel[(t,)](
         pos, qq, k, v, cs, k_cache, v_cache, slot_mapping, qn, kn, float(eps),
         hq, hk, half, k_cache.shape[1],

@@ -37,13 +37,14 @@ import torch
 import triton
 import triton.language as tl
 
-from titaninfer.kernels.triton_common import INTERPRET as _INTERPRET
 from titaninfer.kernels.triton_common import (
+    DEFAULT_NUM_SMS,
     await_producer,
-    pdl_enabled,
     pdl_launch_kwargs,
+    pdl_mode,
     round_to,
 )
+from titaninfer.kernels.triton_common import INTERPRET as _INTERPRET
 
 MAX_M = 16  # rows this kernel serves; larger batches go to cuBLAS
 
@@ -199,7 +200,7 @@ _PRELOAD_TILES = 2
 _MIN_PROGRAMS_PER_SM = 2  # M <= 2: 4-row programs only where there are this many per SM
 
 
-def pick_config(m: int, n: int, k: int, num_sms: int = 132) -> SkinnyConfig:
+def pick_config(m: int, n: int, k: int, num_sms: int = DEFAULT_NUM_SMS) -> SkinnyConfig:
     """Tile choice for [m, k] x [n, k]^T, from `benchmarks/skinny_sweep.py` on an H200.
 
     M = 1: 4 rows of W x 1024 columns per iteration (8 KiB per program in flight, thousands
@@ -253,7 +254,7 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, k:
     cfg = config or pick_config(m, n, k)
     bm = max(16, m_bucket(m)) if cfg.use_dot else m_bucket(m)
     grid = (triton.cdiv(n, cfg.block_n),)
-    pdl = pdl_enabled(x.device)
+    pdl = pdl_mode(x.device)
     _skinny_gemm_kernel[grid](
         x, weight, bias if bias is not None else weight, out,
         residual if residual is not None else x, norm_weight if norm_weight is not None else weight,

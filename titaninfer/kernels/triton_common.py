@@ -73,7 +73,7 @@ def _capability(device_index: int) -> tuple[int, int]:
     return torch.cuda.get_device_capability(device_index)
 
 
-def pdl_enabled(device: torch.device) -> int:
+def pdl_mode(device: torch.device) -> int:
     """The PDL mode for kernels on `device` (0: off): PDL_MODE on a CUDA GPU of compute
     capability >= 9.0 with a Triton that has grid dependency control, not the interpreter,
     and TITANINFER_PDL not 0."""

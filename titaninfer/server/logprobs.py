@@ -20,10 +20,6 @@ from titaninfer.tokenizer.gguf_tokenizer import bytes_to_unicode
 from titaninfer.types import TokenLogprobs
 
 _BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")
-
-
-
-
 _BYTE_DECODER = {c: b for b, c in bytes_to_unicode().items()}  # byte-level char -> byte
 
 
