@@ -26,8 +26,7 @@ B="python -m titaninfer.bench"
 # Decode-latency A/B of tuning constants (benchmarks/with_overrides.py), one model per stage.
 K=titaninfer.kernels
 # A name starting "off" runs with TITANINFER_PDL=0.
-VARIANTS=("base|" "pre3|$K.skinny_gemm._PRELOAD_TILES=3" "pre4|$K.skinny_gemm._PRELOAD_TILES=4"
-          "off-pre4|$K.skinny_gemm._PRELOAD_TILES=4" "off|" "base2|")
+VARIANTS=("base|" "rope-sep|titaninfer.models.llama.ROPE_IN_QKV_PROJECTION=False" "base2|")
 variant_step() {  # variant_step PREFIX TIMEOUT "NAME|OVERRIDES" MODULE ARGS...: step PREFIX-NAME
   local prefix=$1 t=$2 name=${3%%|*} ovr=${3#*|} pdl=1
   shift 3
@@ -53,6 +52,8 @@ for stage in "$@"; do case $stage in
   ceilings) step ceilings 60 $B ceilings ;;
   e2e) step pytest-e2e-gpu 280 python -m pytest -q -s -m gpu tests/e2e/test_gpu.py ;;
   kernels) step pytest-kernels-gpu 90 python -m pytest -q -m gpu tests/kernels ;;
+  kernels-all) step pytest-kernels-all-gpu 150 python -m pytest -q tests/kernels ;;
+  e2e-long) step pytest-e2e-gpu 400 python -m pytest -q -s -m gpu tests/e2e/test_gpu.py ;;
   skinny-tests) step pytest-skinny-gpu 60 python -m pytest -q tests/kernels/test_skinny_gemm.py ;;
   skinny-sweep) step skinny-sweep 200 python benchmarks/skinny_sweep.py --budget-s 140 --json "$OUT/skinny-sweep.json" ;;
   latency-ab) step latency-skinny 75 $B latency --engines titaninfer --no-progress \

@@ -184,3 +184,26 @@ def test_programmatic_dependent_launch_changes_no_token(shape: str, monkeypatch)
             torch.cuda.empty_cache()
     for eager in (False, True):
         assert runs["1", eager] == runs["0", eager], f"eager={eager}"
+
+
+@pytest.mark.parametrize("shape", ["tinyllama-1.1b", "llama3-8b"])
+def test_rope_in_the_qkv_projection_changes_no_token(shape: str, monkeypatch) -> None:
+    """At batch 1 the qkv GEMV rotates q/k and stores k/v itself (no rotary kernel): the same
+    roundings as the separate rotary kernel, so the same greedy tokens, under CUDA graphs and
+    eagerly. Checked against the separate rotary kernel."""
+    import titaninfer.models.llama as llama
+
+    vocab = dummy_hf_config(shape)["vocab_size"]
+    prompts = _prompts(3, vocab, seed=5)
+    params = SamplingParams(temperature=0.0, max_tokens=32, ignore_eos=True)
+    runs = {}
+    for fused in (True, False):
+        monkeypatch.setattr(llama, "ROPE_IN_QKV_PROJECTION", fused)
+        for eager in (False, True):
+            llm = LLM(f"dummy:{shape}", device="cuda", enforce_eager=eager, gpu_memory_utilization=0.3,
+                      max_num_seqs=4)
+            runs[fused, eager] = [llm.generate([p], params)[0].outputs[0].token_ids for p in prompts]
+            del llm
+            torch.cuda.empty_cache()
+    for eager in (False, True):
+        assert runs[True, eager] == runs[False, eager], f"eager={eager}"

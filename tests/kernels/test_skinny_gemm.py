@@ -139,3 +139,76 @@ def test_weight_tiles_loaded_before_the_wait(preload, k, device, poison_empty, m
     normed, ref_res = rms_norm_ref(x, nw, 1e-6, res)
     _assert_one_rounding(out, _matmul_ref(normed, w, None))
     assert torch.equal(new_res, ref_res)
+
+
+def _qkv_inputs(m: int, hq: int, hk: int, d: int, k: int, device: str, seed: int):
+    """x, fused qkv weight and bias, positions, slots (one padded -1 when m > 1), a cos/sin
+    table and NaN-filled caches of 6 blocks x 4 slots."""
+    gen = torch.Generator().manual_seed(seed)
+    n = (hq + 2 * hk) * d
+    x = (torch.randn(m, k, generator=gen) * 2).to(torch.bfloat16).to(device)
+    w = (torch.randn(n, k, generator=gen) / k ** 0.5).to(torch.bfloat16).to(device)
+    b = torch.randn(n, generator=gen).to(torch.bfloat16).to(device)
+    positions = torch.randint(0, 40, (m,), generator=gen).to(device)
+    slots = torch.randperm(24, generator=gen)[:m]
+    if m > 1:
+        slots[1] = -1
+    angles = torch.arange(40, dtype=torch.float64)[:, None] * (0.7 ** torch.arange(d // 2, dtype=torch.float64))
+    cos_sin = torch.cat((angles.cos(), angles.sin()), dim=-1).float().to(device)
+    cache = torch.full((6, 4, hk, d), float("nan"), dtype=torch.bfloat16, device=device)
+    return x, w, b, positions, slots.to(device), cos_sin, cache
+
+
+@pytest.mark.parametrize("m", [1, 3])
+@pytest.mark.parametrize("hq,hk,d", [(4, 2, 16), (6, 1, 32)])
+@pytest.mark.parametrize("with_norm,config", [(False, None), (False, SMALL), (False, DOT), (True, None)],
+                         ids=["picked", "elementwise", "dot", "norm-prologue"])
+def test_rope_kv_epilogue(m, hq, hk, d, with_norm, config, device, poison_empty):
+    """qkv projection + rotary + KV store in one kernel == the same projection unfused, then
+    `rotary_ref` and `write_kv_ref`: q and k rotated in the output, rotated k and v in the
+    cache at their slots, nothing stored for slot -1, every output element written."""
+    from titaninfer.kernels.reference import rotary_ref, write_kv_ref
+    from titaninfer.kernels.skinny_gemm import RopeKVStore, rope_epilogue_fits
+
+    k = 48
+    x, w, b, positions, slots, cos_sin, cache = _qkv_inputs(m, hq, hk, d, k, device, seed=m + hq + d)
+    k_cache, v_cache = cache.clone(), cache.clone()
+    rope = RopeKVStore(positions, cos_sin, k_cache, v_cache, slots, hq * d, hk * d)
+    if not rope_epilogue_fits(m, w.shape[0], k, d, config):  # the picked M > 1 tiles span 32 rows
+        with pytest.raises(ValueError, match="divide head dim"):
+            skinny_linear(x, w, b, config=config, rope=rope)
+        return
+    if with_norm:
+        nw = (1 + torch.randn(k, device=device) * 0.1).to(torch.bfloat16)
+        out, _ = skinny_rmsnorm_linear(x, None, nw, 1e-6, w, b, config=config, rope=rope)
+        plain, _ = skinny_rmsnorm_linear(x, None, nw, 1e-6, w, b, config=config)
+    else:
+        out = skinny_linear(x, w, b, config=config, rope=rope)
+        plain = skinny_linear(x, w, b, config=config)
+
+    q, kk, v = plain.split([hq * d, hk * d, hk * d], dim=-1)
+    q_ref, k_ref = rotary_ref(positions, q.reshape(m, hq, d), kk.reshape(m, hk, d), cos_sin)
+    k_cache_ref, v_cache_ref = cache.clone(), cache.clone()
+    write_kv_ref(k_ref, v.reshape(m, hk, d), k_cache_ref, v_cache_ref, slots)
+    expected = torch.cat((q_ref.reshape(m, -1), k_ref.reshape(m, -1), v), dim=-1)
+    # The interpreter computes exactly what the reference does; on a GPU the compiler may
+    # fuse a multiply-add in the rotation (one ulp apart at most).
+    exact = {"rtol": 0.0, "atol": 0.0} if device == "cpu" else {"rtol": 2**-7, "atol": 1e-5}
+    torch.testing.assert_close(out, expected, **exact)
+    torch.testing.assert_close(k_cache, k_cache_ref, equal_nan=True, **exact)
+    torch.testing.assert_close(v_cache, v_cache_ref, equal_nan=True, rtol=0.0, atol=0.0)
+    assert int(k_cache.isnan().all(dim=(2, 3)).logical_not().sum()) == int((slots >= 0).sum())
+
+
+def test_rope_epilogue_rejects_what_it_cannot_fuse(device):
+    from titaninfer.kernels.skinny_gemm import RopeKVStore, rope_epilogue_fits
+
+    x, w, b, positions, slots, cos_sin, cache = _qkv_inputs(1, 2, 1, 8, 16, device, seed=0)
+    rope = RopeKVStore(positions, cos_sin, cache, cache.clone(), slots, 16, 8)
+    assert not rope_epilogue_fits(1, 32, 16, 8, DOT)  # 16 rows per program > one head
+    with pytest.raises(ValueError, match="divide head dim"):
+        skinny_linear(x, w, b, config=DOT, rope=rope)
+    with pytest.raises(ValueError, match="outputs are not"):
+        skinny_linear(x, w[:24], b[:24], rope=rope)
+    with pytest.raises(ValueError, match="cos_sin_cache"):
+        skinny_linear(x, w, b, rope=RopeKVStore(positions, cos_sin.double(), cache, cache, slots, 16, 8))

@@ -7,9 +7,17 @@ tile of its token range ONCE and uses it for all GROUP = Hq / Hk query heads of 
 the extra rows are free because decode is bound by the K/V bytes, not by FLOPs).
 With few (b, h) pairs (small batch, long context) the context is cut into NUM_SPLITS
 contiguous ranges handled by separate programs; each writes its normalised partial
-output and log-sum-exp, and a second kernel merges them (out = sum_s w_s o_s / sum_s w_s,
-w_s = 2^(lse_s - max lse)). With enough (b, h) pairs there is one split and the first
-kernel writes the output directly.
+output and log-sum-exp, then takes a ticket from a per-(b, h) counter, and the program
+that finishes last merges them (out = sum_s w_s o_s / sum_s w_s, w_s = 2^(lse_s - max
+lse)) and resets the counter: no second kernel, so no second launch and no second
+dependency hop in the decode step. With enough (b, h) pairs there is one split and each
+program writes the output directly.
+
+The ticket (memory ordering): every thread's partial stores, then a CTA barrier, then
+one acq_rel atomic at GPU scope (release: the partials are visible before the count is;
+acquire: the last program sees all the others' partials); partials are read back with
+L1-bypassing loads. Counters are zero between kernels (the merger resets its own), so
+kernels sharing them must run in stream order on one device, as the engine's do.
 
 CUDA graphs: the grid, NUM_SPLITS and the workspace size depend only on tensor shapes
 and on static Python ints (max_seq_len, the device's SM count), never on tensor data; the
@@ -50,7 +58,7 @@ _NO_SPLIT_PER_SM = 2
 # Block-table width changes with the longest sequence in eager steps: not specialised.
 @triton.jit(do_not_specialize=["seq_lens_ptr", "bt_ptr", "bt_s0"])
 def _decode_split_kernel(
-    q_ptr, kc_ptr, vc_ptr, seq_lens_ptr, bt_ptr, out_ptr, part_o_ptr, part_lse_ptr,
+    q_ptr, kc_ptr, vc_ptr, seq_lens_ptr, bt_ptr, out_ptr, part_o_ptr, part_lse_ptr, ticket_ptr,
     qk_scale_log2,
     q_s0, q_s1, kc_s0, kc_s1, kc_s2, vc_s0, vc_s1, vc_s2, bt_s0, o_s0, o_s1,
     num_q_heads,
@@ -105,34 +113,58 @@ def _decode_split_kernel(
         dst = out_ptr + b.to(tl.int64) * o_s0 + heads[:, None] * o_s1 + d[None, :]
         tl.store(dst, round_to(o, out_ptr.dtype.element_ty, EMULATE_RNE), mask=g_ok[:, None])
     else:
-        row = (b.to(tl.int64) * num_q_heads + heads) * NUM_SPLITS + split  # [B, Hq, S] index
-        tl.store(part_o_ptr + row[:, None] * HEAD_DIM + d[None, :], o, mask=g_ok[:, None])
+        first = (b.to(tl.int64) * num_q_heads + heads) * NUM_SPLITS  # [B, Hq, S] index of split 0
+        tl.store(part_o_ptr + (first + split)[:, None] * HEAD_DIM + d[None, :], o, mask=g_ok[:, None])
         lse = tl.where(has, m_i + tl.log2(tl.where(has, l_i, 1.0)), float("-inf"))
-        tl.store(part_lse_ptr + row, lse, mask=g_ok)
+        tl.store(part_lse_ptr + first + split, lse, mask=g_ok)
+        tl.debug_barrier()  # every thread's partial stores precede the ticket
+        ticket_at = ticket_ptr + b * tl.num_programs(1) + kvh
+        if tl.atomic_add(ticket_at, 1, sem="acq_rel", scope="gpu") == NUM_SPLITS - 1:
+            _merge_splits(part_o_ptr, part_lse_ptr, out_ptr, first, b, heads, g_ok, d, o_s0, o_s1,
+                          NUM_SPLITS, GROUP_PAD, HEAD_DIM, EMULATE_RNE)
+            tl.store(ticket_at, 0)  # zero again for the next layer / step
 
 
 @triton.jit
-def _decode_merge_kernel(
-    part_o_ptr, part_lse_ptr, out_ptr, o_s0, o_s1, num_q_heads,
-    NUM_SPLITS: tl.constexpr, SPLITS_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
-    EMULATE_RNE: tl.constexpr, PDL: tl.constexpr,
-):
-    b = tl.program_id(0).to(tl.int64)
-    h = tl.program_id(1)
-    await_producer(PDL)
-    s = tl.arange(0, SPLITS_PAD)
-    d = tl.arange(0, HEAD_DIM)
-    s_ok = s < NUM_SPLITS
-    row = (b * num_q_heads + h) * NUM_SPLITS + s
-    lse = tl.load(part_lse_ptr + row, mask=s_ok, other=float("-inf"))
-    m = tl.max(lse, 0)
-    m = tl.where(m == float("-inf"), 0.0, m)  # all splits empty: weights 0, output 0
-    w = tl.exp2(lse - m)
-    o = tl.load(part_o_ptr + row[:, None] * HEAD_DIM + d[None, :], mask=s_ok[:, None], other=0.0)
-    denom = tl.sum(w, 0)
-    res = tl.sum(o * w[:, None], 0) / tl.where(denom > 0.0, denom, 1.0)
-    tl.store(out_ptr + b * o_s0 + h * o_s1 + d,
-             round_to(res, out_ptr.dtype.element_ty, EMULATE_RNE))
+def _merge_splits(part_o_ptr, part_lse_ptr, out_ptr, first, b, heads, g_ok, d, o_s0, o_s1,
+                  NUM_SPLITS: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
+                  EMULATE_RNE: tl.constexpr):
+    """out[b, heads] = the lse-weighted mean of the splits' partial outputs (an empty split
+    has lse -inf and weight 0; all empty: zeros). .cg: read from L2, where the other
+    programs' stores are, never from a stale L1 line."""
+    m = tl.full([GROUP_PAD], float("-inf"), tl.float32)
+    for s in range(NUM_SPLITS):
+        m = tl.maximum(m, tl.load(part_lse_ptr + first + s, mask=g_ok, other=float("-inf"), cache_modifier=".cg"))
+    m = tl.where(m == float("-inf"), 0.0, m)
+    acc = tl.zeros([GROUP_PAD, HEAD_DIM], tl.float32)
+    denom = tl.zeros([GROUP_PAD], tl.float32)
+    for s in range(NUM_SPLITS):
+        w = tl.exp2(tl.load(part_lse_ptr + first + s, mask=g_ok, other=float("-inf"), cache_modifier=".cg") - m)
+        o = tl.load(part_o_ptr + (first + s)[:, None] * HEAD_DIM + d[None, :], mask=g_ok[:, None], other=0.0,
+                    cache_modifier=".cg")
+        acc += o * w[:, None]
+        denom += w
+    res = acc / tl.where(denom > 0.0, denom, 1.0)[:, None]
+    dst = out_ptr + b.to(tl.int64) * o_s0 + heads[:, None] * o_s1 + d[None, :]
+    tl.store(dst, round_to(res, out_ptr.dtype.element_ty, EMULATE_RNE), mask=g_ok[:, None])
+
+
+_tickets: dict[torch.device, torch.Tensor] = {}
+# Every counter buffer ever handed out stays alive: a CUDA graph captured with one keeps
+# its address, so a buffer replaced by a larger one must not be freed and reused.
+_retired_tickets: list[torch.Tensor] = []
+_MIN_TICKETS = 4096  # (sequence, KV head) pairs; splitting stops near 2 per SM anyway
+
+
+def split_tickets(device: torch.device, n: int) -> torch.Tensor:
+    """A zeroed int32 counter per (sequence, KV head) for the split kernels on `device`,
+    at least n of them. Allocated once (in the first, uncaptured warm-up step) and reused."""
+    buf = _tickets.get(device)
+    if buf is None or buf.numel() < n:
+        if buf is not None:
+            _retired_tickets.append(buf)
+        buf = _tickets[device] = torch.zeros(max(n, _MIN_TICKETS), dtype=torch.int32, device=device)
+    return buf
 
 
 def choose_num_splits(batch: int, num_kv_heads: int, max_context: int, num_sms: int) -> int:
@@ -201,11 +233,12 @@ def paged_decode_attention(
     if num_splits > 1:
         part_o = torch.empty((b, hq, num_splits, d), dtype=torch.float32, device=q.device)
         part_lse = torch.empty((b, hq, num_splits), dtype=torch.float32, device=q.device)
+        tickets = split_tickets(q.device, b * hk)
     else:
-        part_o = part_lse = out  # never touched: the kernel writes `out` directly
+        part_o = part_lse = tickets = out  # never touched: the kernel writes `out` directly
     pdl = pdl_mode(q.device)
     _decode_split_kernel[(b, hk, num_splits)](
-        q, k_cache, v_cache, seq_lens, block_tables, out, part_o, part_lse,
+        q, k_cache, v_cache, seq_lens, block_tables, out, part_o, part_lse, tickets,
         scale * 1.4426950408889634,  # log2(e): softmax in base 2 (exp2 is one instruction)
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), block_tables.stride(0),
@@ -215,10 +248,4 @@ def paged_decode_attention(
         DOT_DTYPE=dot_dtype, EMULATE_RNE=_INTERPRET, PDL=pdl,
         num_warps=num_warps, num_stages=num_stages, **pdl_launch_kwargs(pdl),
     )
-    if num_splits > 1:
-        _decode_merge_kernel[(b, hq)](
-            part_o, part_lse, out, out.stride(0), out.stride(1), hq,
-            NUM_SPLITS=num_splits, SPLITS_PAD=triton.next_power_of_2(num_splits), HEAD_DIM=d,
-            EMULATE_RNE=_INTERPRET, PDL=pdl, num_warps=4, **pdl_launch_kwargs(pdl),
-        )
     return out

@@ -20,6 +20,13 @@ Each program recomputes the prologue for its rows of x (a few KiB, from L2), whi
 cheaper than a launch. The RMSNorm prologue reads x twice: once for the row's sum of
 squares, once in the main loop.
 
+And what follows the qkv projection (`RopeKVStore`, epilogue): the q and k rows are
+rotated (`reference.rotary_ref`, neox halves) and the rotated k and the v rows stored
+straight into the paged KV cache (`reference.write_kv_ref`), which saves the rotary
+kernel's launch and its round trip. A rotation pairs output dim j of a head with dim
+j + D/2, so in the q/k rows a program owns BLOCK_N/2 such pairs (rows j.. and j+D/2.. of
+one head) instead of BLOCK_N consecutive rows; the output keeps its layout.
+
 The first `_PRELOAD_TILES` weight tiles are loaded before the kernel waits for its input
 (`await_producer`): under programmatic dependent launch they stream in while the kernel
 before is still running (docs/kernels.md has the measurements).
@@ -58,6 +65,24 @@ class SkinnyConfig:
     num_warps: int
     num_stages: int
     use_dot: bool = False
+
+
+@dataclass(frozen=True)
+class RopeKVStore:
+    """Rotary + paged KV store fused after a qkv projection whose output is [q | k | v]
+    (q_size, kv_size and kv_size columns; heads of D = k_cache.shape[-1] dims).
+
+    positions, slot_mapping: [M] ints (slot -1: not stored); cos_sin_cache: [max_pos, D]
+    float32 = [cos | sin]; caches: [num_blocks, block_size, Hk, D]. The projection's
+    output then holds rotated q and k (and v); rotated k and v are also in the cache."""
+
+    positions: torch.Tensor
+    cos_sin_cache: torch.Tensor
+    k_cache: torch.Tensor
+    v_cache: torch.Tensor
+    slot_mapping: torch.Tensor
+    q_size: int
+    kv_size: int
 
 
 @triton.jit
@@ -118,17 +143,76 @@ def _tile_step(acc, w, k0, x_ptr, res_ptr, nw_ptr, new_res_ptr, ms, m_ok, x_stri
     return _accumulate(acc, w, x, USE_DOT, BM, EMULATE_RNE)
 
 
+@triton.jit
+def _output_rows(pid, lanes, n_rotated, BLOCK_N: tl.constexpr, ROPE: tl.constexpr, HEAD_DIM: tl.constexpr):
+    """Rows of W (= output columns) of program pid: BLOCK_N consecutive ones, except the
+    first n_rotated (q and k) under ROPE: BLOCK_N/2 rotation pairs, lanes l and l + BLOCK_N/2
+    on dims j and j + D/2 of one head (BLOCK_N divides D, so a program stays in one head)."""
+    plain = pid.to(tl.int64) * BLOCK_N + lanes
+    if ROPE:
+        HALF_N: tl.constexpr = BLOCK_N // 2
+        HALF_D: tl.constexpr = HEAD_DIM // 2
+        pair = pid.to(tl.int64) * HALF_N + lanes % HALF_N
+        paired = (pair // HALF_D) * HEAD_DIM + (lanes // HALF_N) * HALF_D + pair % HALF_D
+        return tl.where(plain < n_rotated, paired, plain)
+    return plain
+
+
+@triton.jit
+def _rope_kv_epilogue(
+    y, rows, lanes, ms, m_ok, n_ok, q_size, kv_size,
+    pos_ptr, cs_ptr, cs_s0, slot_ptr, kc_ptr, vc_ptr, kc_s0, kc_s1, kc_s2, vc_s0, vc_s1, vc_s2, kv_block,
+    dtype: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, EMULATE_RNE: tl.constexpr,
+):
+    """y: [BM, BLOCK_N] projection outputs (float32, representable in dtype) on `rows`.
+    Rotates the q/k rows (rounded once, as `rotary_ref`), stores k and v rows at their
+    slots in the caches and returns the values for the output."""
+    HALF_N: tl.constexpr = BLOCK_N // 2
+    HALF_D: tl.constexpr = HEAD_DIM // 2
+    # Each lane's rotation partner (lane l +/- BLOCK_N/2), picked by a [BLOCK_N, BLOCK_N]
+    # selection: exact (a sum of one value and zeros) and tiny.
+    partner = (lanes + HALF_N) % BLOCK_N
+    pick = lanes[None, :] == partner[:, None]
+    y_partner = tl.sum(tl.where(pick[None, :, :], y[:, None, :], 0.0), axis=2)
+    pos = tl.load(pos_ptr + ms, mask=m_ok, other=0).to(tl.int64)
+    cs = cs_ptr + pos[:, None] * cs_s0 + (rows % HALF_D)[None, :]
+    cos = tl.load(cs, mask=m_ok[:, None], other=0.0)
+    sin = tl.load(cs + HALF_D, mask=m_ok[:, None], other=0.0)
+    upper = ((rows % HEAD_DIM) >= HALF_D)[None, :]
+    rot = tl.where(upper, y * cos + y_partner * sin, y * cos - y_partner * sin)
+    y = tl.where((rows < q_size + kv_size)[None, :], round_to(rot, dtype, EMULATE_RNE).to(tl.float32), y)
+
+    slot = tl.load(slot_ptr + ms, mask=m_ok, other=-1).to(tl.int64)
+    blk = tl.where(slot >= 0, slot, 0) // kv_block
+    off = tl.where(slot >= 0, slot, 0) % kv_block
+    kv_row = rows - q_size  # k rows: [0, kv_size), v rows: [kv_size, 2 * kv_size)
+    is_v = kv_row >= kv_size
+    head_row = tl.where(is_v, kv_row - kv_size, kv_row)
+    head = head_row // HEAD_DIM
+    dim = head_row % HEAD_DIM
+    ok = m_ok[:, None] & (slot >= 0)[:, None] & (n_ok & (kv_row >= 0))[None, :]
+    k_dst = kc_ptr + blk[:, None] * kc_s0 + off[:, None] * kc_s1 + (head * kc_s2 + dim)[None, :]
+    v_dst = vc_ptr + blk[:, None] * vc_s0 + off[:, None] * vc_s1 + (head * vc_s2 + dim)[None, :]
+    tl.store(k_dst, round_to(y, kc_ptr.dtype.element_ty, EMULATE_RNE), mask=ok & ~is_v[None, :])
+    tl.store(v_dst, round_to(y, vc_ptr.dtype.element_ty, EMULATE_RNE), mask=ok & is_v[None, :])
+    return y
+
+
 # M changes with the batch: not specialised on, so one variant per (shape, BM bucket).
 @triton.jit(do_not_specialize=["M"])
 def _skinny_gemm_kernel(
     x_ptr, w_ptr, b_ptr, out_ptr, res_ptr, nw_ptr, new_res_ptr,
     M, N, K, x_stride, eps,
+    pos_ptr, cs_ptr, cs_s0, slot_ptr, kc_ptr, vc_ptr, kc_s0, kc_s1, kc_s2, vc_s0, vc_s1, vc_s2, kv_block,
+    q_size, kv_size,
     BM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     PROLOGUE: tl.constexpr, HAS_RES: tl.constexpr, HAS_BIAS: tl.constexpr,
     USE_DOT: tl.constexpr, EMULATE_RNE: tl.constexpr, PDL: tl.constexpr, PRELOAD: tl.constexpr,
+    ROPE: tl.constexpr, HEAD_DIM: tl.constexpr,
 ):
     pid = tl.program_id(0)
-    rows = pid.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)  # rows of W = output columns
+    lanes = tl.arange(0, BLOCK_N)
+    rows = _output_rows(pid, lanes, q_size + kv_size, BLOCK_N, ROPE, HEAD_DIM)  # rows of W = output columns
     n_ok = rows < N
     ms = tl.arange(0, BM)
     m_ok = ms < M
@@ -184,6 +268,12 @@ def _skinny_gemm_kernel(
         acc = tl.sum(acc, axis=1)[None, :]
     if HAS_BIAS:
         acc += tl.load(b_ptr + rows, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+    if ROPE:
+        # The projection's output rounds first, as unfused (then the rotation rounds again).
+        acc = _rope_kv_epilogue(round_to(acc, dtype, EMULATE_RNE).to(tl.float32), rows, lanes, ms, m_ok, n_ok,
+                                q_size, kv_size, pos_ptr, cs_ptr, cs_s0, slot_ptr, kc_ptr, vc_ptr,
+                                kc_s0, kc_s1, kc_s2, vc_s0, vc_s1, vc_s2, kv_block,
+                                dtype, BLOCK_N, HEAD_DIM, EMULATE_RNE)
     out_offs = ms[:, None] * N + rows[None, :]
     tl.store(out_ptr + out_offs, round_to(acc, dtype, EMULATE_RNE), mask=m_ok[:, None] & n_ok[None, :])
 
@@ -242,36 +332,75 @@ def _check(x: torch.Tensor, weight: torch.Tensor, k: int) -> None:
         raise ValueError("skinny_gemm: x needs a contiguous last dim and weight must be contiguous")
 
 
+def rope_epilogue_fits(m: int, n: int, k: int, head_dim: int, config: SkinnyConfig | None = None) -> bool:
+    """Whether a RopeKVStore epilogue can run with this projection's tiles: a program's
+    rotation pairs must stay in one head (BLOCK_N even and dividing D)."""
+    block_n = (config or pick_config(m, n, k)).block_n
+    return block_n % 2 == 0 and head_dim % block_n == 0
+
+
+def _check_rope(rope: RopeKVStore, m: int, n: int) -> int:
+    """Validate the epilogue's inputs against an [m, n] qkv output; returns the head dim."""
+    d = rope.k_cache.shape[-1]
+    if rope.k_cache.dim() != 4 or rope.v_cache.shape != rope.k_cache.shape:
+        raise ValueError(f"rope epilogue: caches {tuple(rope.k_cache.shape)}, {tuple(rope.v_cache.shape)} "
+                         "must both be [num_blocks, block_size, Hk, D]")
+    if rope.k_cache.stride(-1) != 1 or rope.v_cache.stride(-1) != 1:
+        raise ValueError("rope epilogue: cache last dim must be contiguous")
+    if n != rope.q_size + 2 * rope.kv_size or rope.q_size % d or rope.kv_size != rope.k_cache.shape[2] * d:
+        raise ValueError(f"rope epilogue: {n} outputs are not q {rope.q_size} + 2 x kv {rope.kv_size} "
+                         f"in heads of {d} matching the cache's {rope.k_cache.shape[2]} KV heads")
+    if rope.positions.shape != (m,) or rope.slot_mapping.shape != (m,):
+        raise ValueError(f"rope epilogue: positions {tuple(rope.positions.shape)} and slot_mapping "
+                         f"{tuple(rope.slot_mapping.shape)} must be [{m}]")
+    cs = rope.cos_sin_cache
+    if cs.dim() != 2 or cs.shape[1] != d or cs.dtype != torch.float32 or cs.stride(1) != 1:
+        raise ValueError(f"rope epilogue: cos_sin_cache {tuple(cs.shape)} {cs.dtype} must be float32 [max_pos, {d}]")
+    return d
+
+
 def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, k: int, prologue: int,
             residual: torch.Tensor | None = None, norm_weight: torch.Tensor | None = None,
-            eps: float = 0.0, config: SkinnyConfig | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+            eps: float = 0.0, config: SkinnyConfig | None = None,
+            rope: RopeKVStore | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     _check(x, weight, k)
     m, n = x.shape[0], weight.shape[0]
+    head_dim = _check_rope(rope, m, n) if rope is not None else 2
     out = torch.empty((m, n), dtype=x.dtype, device=x.device)
     new_res = torch.empty((m, k), dtype=x.dtype, device=x.device) if residual is not None else None
     if m == 0:
         return out, new_res
     cfg = config or pick_config(m, n, k)
+    if rope is not None and not rope_epilogue_fits(m, n, k, head_dim, cfg):
+        raise ValueError(f"rope epilogue: BLOCK_N={cfg.block_n} must be even and divide head dim {head_dim}")
     bm = max(16, m_bucket(m)) if cfg.use_dot else m_bucket(m)
     grid = (triton.cdiv(n, cfg.block_n),)
     pdl = pdl_mode(x.device)
+    if rope is not None:
+        kc, vc = rope.k_cache, rope.v_cache
+        rope_args = (rope.positions, rope.cos_sin_cache, rope.cos_sin_cache.stride(0), rope.slot_mapping, kc, vc,
+                     kc.stride(0), kc.stride(1), kc.stride(2), vc.stride(0), vc.stride(1), vc.stride(2),
+                     kc.shape[1], rope.q_size, rope.kv_size)
+    else:  # placeholders, never read
+        rope_args = (x, x, 0, x, x, x, 0, 0, 0, 0, 0, 0, 1, 0, 0)
     _skinny_gemm_kernel[grid](
         x, weight, bias if bias is not None else weight, out,
         residual if residual is not None else x, norm_weight if norm_weight is not None else weight,
         new_res if new_res is not None else out,
-        m, n, k, x.stride(0), float(eps),
+        m, n, k, x.stride(0), float(eps), *rope_args,
         BM=bm, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
         PROLOGUE=prologue, HAS_RES=residual is not None, HAS_BIAS=bias is not None,
         USE_DOT=cfg.use_dot, EMULATE_RNE=_INTERPRET, PDL=pdl, PRELOAD=_PRELOAD_TILES,
+        ROPE=rope is not None, HEAD_DIM=head_dim,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages, **pdl_launch_kwargs(pdl),
     )
     return out, new_res
 
 
 def skinny_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-                  config: SkinnyConfig | None = None) -> torch.Tensor:
-    """F.linear(x, weight, bias) for x [M <= MAX_M, K]."""
-    return _launch(x, weight, bias, x.shape[-1], PROLOGUE_NONE, config=config)[0]
+                  config: SkinnyConfig | None = None, rope: RopeKVStore | None = None) -> torch.Tensor:
+    """F.linear(x, weight, bias) for x [M <= MAX_M, K]; with `rope`, then the rotary and KV store."""
+    return _launch(x, weight, bias, x.shape[-1], PROLOGUE_NONE, config=config, rope=rope)[0]
 
 
 def skinny_silu_mul_linear(gate_up: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
@@ -285,8 +414,10 @@ def skinny_silu_mul_linear(gate_up: torch.Tensor, weight: torch.Tensor, bias: to
 def skinny_rmsnorm_linear(
     x: torch.Tensor, residual: torch.Tensor | None, norm_weight: torch.Tensor, eps: float,
     weight: torch.Tensor, bias: torch.Tensor | None = None, config: SkinnyConfig | None = None,
+    rope: RopeKVStore | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(F.linear(rmsnorm(x + residual) * norm_weight, weight, bias), x + residual).
+    """(F.linear(rmsnorm(x + residual) * norm_weight, weight, bias), x + residual); with
+    `rope`, the rotary and KV store follow the projection.
 
     Without a residual the second value is x itself (the residual stream starts there)."""
     k = x.shape[-1]
@@ -294,5 +425,6 @@ def skinny_rmsnorm_linear(
         raise ValueError(f"skinny_rmsnorm_linear: norm weight {tuple(norm_weight.shape)} != ({k},)")
     if residual is not None and (residual.shape != x.shape or not residual.is_contiguous()):
         raise ValueError(f"skinny_rmsnorm_linear: residual {tuple(residual.shape)} must be a contiguous {tuple(x.shape)}")
-    out, new_res = _launch(x, weight, bias, k, PROLOGUE_RMSNORM, residual, norm_weight.contiguous(), eps, config)
+    out, new_res = _launch(x, weight, bias, k, PROLOGUE_RMSNORM, residual, norm_weight.contiguous(), eps, config,
+                           rope)
     return out, (new_res if new_res is not None else x)

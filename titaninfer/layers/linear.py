@@ -4,9 +4,13 @@ A decode step of a few sequences reads every weight once for a handful of rows; 
 skinny kernel streams the weights closer to the bandwidth limit and takes the RMSNorm or
 SiLU-and-multiply that precedes a projection into the same pass (see kernels/skinny_gemm.py).
 `skinny_rows_ok` is the one switch; the fused helpers fall back to the separate ops.
+The qkv projection can also take the rotary and the KV-cache store after it
+(`norm_linear_rope`).
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +20,9 @@ from titaninfer import env
 from titaninfer.layers.activation import silu_and_mul
 from titaninfer.layers.dispatch import use_triton
 from titaninfer.layers.norm import RMSNorm
+
+if TYPE_CHECKING:
+    from titaninfer.kernels.skinny_gemm import RopeKVStore
 
 
 def skinny_rows_ok(x: torch.Tensor) -> bool:
@@ -45,6 +52,30 @@ def norm_linear(x: torch.Tensor, residual: torch.Tensor | None, norm: RMSNorm,
             return skinny_rmsnorm_linear(x, residual, norm.weight, norm.eps, layer.weight, layer.bias)
     h, new_residual = norm(x, residual)
     return linear(h, layer), (x if new_residual is None else new_residual)
+
+
+def norm_linear_rope(x: torch.Tensor, residual: torch.Tensor | None, norm: RMSNorm, layer: nn.Linear,
+                     rope: RopeKVStore | None) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """norm_linear for a qkv projection, plus (third value True) the rotary and KV store of
+    `rope` in the same kernel when the skinny path runs: q and k of the output are then
+    rotated and the cache holds this step's k and v. False: the caller still has to."""
+    if rope is not None and skinny_rows_ok(x):
+        from titaninfer.kernels.skinny_gemm import (
+            rmsnorm_prologue_pays,
+            rope_epilogue_fits,
+            skinny_linear,
+            skinny_rmsnorm_linear,
+        )
+
+        m, (n, k) = x.shape[0], layer.weight.shape
+        if rope_epilogue_fits(m, n, k, rope.k_cache.shape[-1]):
+            if rmsnorm_prologue_pays(m, n, k):
+                out, new_residual = skinny_rmsnorm_linear(x, residual, norm.weight, norm.eps, layer.weight,
+                                                          layer.bias, rope=rope)
+                return out, new_residual, True
+            h, summed = norm(x, residual)
+            return skinny_linear(h, layer.weight, layer.bias, rope=rope), (x if summed is None else summed), True
+    return *norm_linear(x, residual, norm, layer), False
 
 
 def silu_mul_linear(gate_up: torch.Tensor, layer: nn.Linear) -> torch.Tensor:

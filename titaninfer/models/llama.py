@@ -8,6 +8,7 @@ The forward takes everything explicitly: `model(input_ids, positions, kv_caches,
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -17,11 +18,18 @@ from titaninfer.kernels.reference import rotary_ref
 from titaninfer.layers.attention import paged_attention
 from titaninfer.layers.attention_metadata import AttentionMetadata
 from titaninfer.layers.dispatch import use_triton
-from titaninfer.layers.linear import linear, norm_linear, silu_mul_linear
+from titaninfer.layers.linear import linear, norm_linear, norm_linear_rope, silu_mul_linear
 from titaninfer.layers.norm import RMSNorm
 from titaninfer.layers.rotary import RotaryEmbedding
 
+if TYPE_CHECKING:
+    from titaninfer.kernels.skinny_gemm import RopeKVStore
+
 KVCache = tuple[torch.Tensor, torch.Tensor]  # (k_cache, v_cache) of one layer
+
+# Rotary + KV store in the qkv projection's epilogue where the GEMV path runs (batch 1):
+# one kernel fewer per layer. False: the separate rotary kernel (A/B, debugging).
+ROPE_IN_QKV_PROJECTION = True
 
 
 class Attention(nn.Module):
@@ -39,10 +47,24 @@ class Attention(nn.Module):
             self.k_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps)
         self.rotary = rotary
 
+    def rope_kv_store(self, positions: torch.Tensor, kv_cache: KVCache,
+                      meta: AttentionMetadata) -> RopeKVStore | None:
+        """What the qkv projection needs to rotate q/k and store k/v in its own epilogue
+        (`layers.linear.norm_linear_rope`), or None where it cannot: off the Triton path,
+        and with Qwen3's per-head q/k norm (a norm needs whole heads, a GEMV program has
+        a few rows of one)."""
+        if not ROPE_IN_QKV_PROJECTION or self.qk_norm or not use_triton(positions):
+            return None
+        from titaninfer.kernels.skinny_gemm import RopeKVStore
+
+        return RopeKVStore(positions, self.rotary.cos_sin_cache, kv_cache[0], kv_cache[1], meta.slot_mapping,
+                           self.q_size, self.kv_size)
+
     def forward(self, positions: torch.Tensor, qkv: torch.Tensor, kv_cache: KVCache,
-                meta: AttentionMetadata) -> torch.Tensor:
+                meta: AttentionMetadata, rotated: bool = False) -> torch.Tensor:
         """qkv: this layer's fused q/k/v projection [T, q_size + 2 * kv_size] (the decoder
-        layer computes it, with the input norm fused in) -> o_proj output [T, H]."""
+        layer computes it, with the input norm fused in) -> o_proj output [T, H].
+        rotated: the projection already rotated q and k and stored k and v in the cache."""
         t = qkv.shape[0]
         q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
         q = q.reshape(t, self.num_heads, self.head_dim)
@@ -50,7 +72,9 @@ class Attention(nn.Module):
         v = v.reshape(t, self.num_kv_heads, self.head_dim)
         k_cache, v_cache = kv_cache
         cos_sin = self.rotary.cos_sin_cache
-        if use_triton(q):
+        if rotated:
+            o = paged_attention(q, k, v, k_cache, v_cache, meta, self.scale, kv_already_written=True)
+        elif use_triton(q):
             from titaninfer.kernels.rotary import rope_and_write_kv
 
             # Normalises (Qwen3) and rotates q in place and stores rotated k and v straight
@@ -90,10 +114,12 @@ class DecoderLayer(nn.Module):
 
     def forward(self, positions: torch.Tensor, x: torch.Tensor, residual: torch.Tensor | None,
                 kv_cache: KVCache, meta: AttentionMetadata) -> tuple[torch.Tensor, torch.Tensor]:
-        # Each norm runs inside the projection that follows it (one pass on the skinny path).
+        # Each norm runs inside the projection that follows it (one pass on the skinny path),
+        # and the rotary + KV store inside the qkv projection where it can.
         # First layer: no residual yet, the stream starts as the embeddings x.
-        qkv, residual = norm_linear(x, residual, self.input_layernorm, self.self_attn.qkv_proj)
-        h = self.self_attn(positions, qkv, kv_cache, meta)
+        rope = self.self_attn.rope_kv_store(positions, kv_cache, meta)
+        qkv, residual, rotated = norm_linear_rope(x, residual, self.input_layernorm, self.self_attn.qkv_proj, rope)
+        h = self.self_attn(positions, qkv, kv_cache, meta, rotated)
         gate_up, residual = norm_linear(h, residual, self.post_attention_layernorm, self.mlp.gate_up_proj)
         return self.mlp(gate_up), residual
 
