@@ -55,6 +55,12 @@ def test_decode_split_k(make_paged_kv, device, num_splits):
               num_splits=num_splits)
 
 
+def test_decode_merge_over_several_chunks(make_paged_kv, device):
+    """16 filled splits merged 4 at a time (D = 128: a [16, 4, 128] tile per step), so the
+    online merge rescales across chunks; a 5-token row fills one split, a 0-token row none."""
+    _run_case(make_paged_kv, device, [1500, 5, 0], 8, 2, 128, 16, torch.bfloat16, num_splits=16)
+
+
 @pytest.mark.parametrize("d", [32, 128])
 def test_decode_head_dims(make_paged_kv, device, d):
     _run_case(make_paged_kv, device, [40, 3], 8, 1, d, 16, torch.float16, num_splits=2)

@@ -191,8 +191,8 @@ def test_rope_kv_epilogue(m, hq, hk, d, with_norm, config, device, poison_empty)
     k_cache_ref, v_cache_ref = cache.clone(), cache.clone()
     write_kv_ref(k_ref, v.reshape(m, hk, d), k_cache_ref, v_cache_ref, slots)
     expected = torch.cat((q_ref.reshape(m, -1), k_ref.reshape(m, -1), v), dim=-1)
-    # The interpreter computes exactly what the reference does; on a GPU the compiler may
-    # fuse a multiply-add in the rotation (one ulp apart at most).
+    # The interpreter computes exactly what the reference does; on a GPU the rotation is one
+    # fused multiply-add where torch rounds twice (one ulp apart at most).
     exact = {"rtol": 0.0, "atol": 0.0} if device == "cpu" else {"rtol": 2**-7, "atol": 1e-5}
     torch.testing.assert_close(out, expected, **exact)
     torch.testing.assert_close(k_cache, k_cache_ref, equal_nan=True, **exact)

@@ -51,6 +51,7 @@ _MAX_SPLITS = 64
 # (b, h) pairs alone are enough once they cover 2 programs per SM.
 _SLOTS_PER_SM = 4
 _NO_SPLIT_PER_SM = 2
+_MERGE_TILE = 8192  # floats of partial outputs the merging program loads at once (64 registers/thread)
 
 
 
@@ -63,7 +64,7 @@ def _decode_split_kernel(
     q_s0, q_s1, kc_s0, kc_s1, kc_s2, vc_s0, vc_s1, vc_s2, bt_s0, o_s0, o_s1,
     num_q_heads,
     GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
-    KV_BLOCK: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr,
+    KV_BLOCK: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr, MERGE_CHUNK: tl.constexpr,
     DOT_DTYPE: tl.constexpr, EMULATE_RNE: tl.constexpr, PDL: tl.constexpr,
 ):
     b = tl.program_id(0)
@@ -120,30 +121,39 @@ def _decode_split_kernel(
         tl.debug_barrier()  # every thread's partial stores precede the ticket
         ticket_at = ticket_ptr + b * tl.num_programs(1) + kvh
         if tl.atomic_add(ticket_at, 1, sem="acq_rel", scope="gpu") == NUM_SPLITS - 1:
-            _merge_splits(part_o_ptr, part_lse_ptr, out_ptr, first, b, heads, g_ok, d, o_s0, o_s1,
-                          NUM_SPLITS, GROUP_PAD, HEAD_DIM, EMULATE_RNE)
+            # Splits past the context are empty (weight 0): merge only the filled ones.
+            n_filled = tl.where(per_split > 0, tl.cdiv(seq_len, tl.maximum(per_split, 1)), 0)
+            _merge_splits(part_o_ptr, part_lse_ptr, out_ptr, first, n_filled, b, heads, g_ok, d, o_s0, o_s1,
+                          GROUP_PAD, HEAD_DIM, MERGE_CHUNK, EMULATE_RNE)
             tl.store(ticket_at, 0)  # zero again for the next layer / step
 
 
 @triton.jit
-def _merge_splits(part_o_ptr, part_lse_ptr, out_ptr, first, b, heads, g_ok, d, o_s0, o_s1,
-                  NUM_SPLITS: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
+def _merge_splits(part_o_ptr, part_lse_ptr, out_ptr, first, n_filled, b, heads, g_ok, d, o_s0, o_s1,
+                  GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, CHUNK: tl.constexpr,
                   EMULATE_RNE: tl.constexpr):
-    """out[b, heads] = the lse-weighted mean of the splits' partial outputs (an empty split
-    has lse -inf and weight 0; all empty: zeros). .cg: read from L2, where the other
-    programs' stores are, never from a stale L1 line."""
+    """out[b, heads] = the lse-weighted mean of splits 0..n_filled-1's partial outputs (all
+    empty: zeros). CHUNK splits per iteration, all their loads in flight at once (an
+    [GROUP_PAD, CHUNK, D] tile of ~8K floats), merged online (running max, rescaled sums):
+    a short context costs one L2 round trip. .cg: read from L2, where the other programs'
+    stores are, never from a stale L1 line."""
     m = tl.full([GROUP_PAD], float("-inf"), tl.float32)
-    for s in range(NUM_SPLITS):
-        m = tl.maximum(m, tl.load(part_lse_ptr + first + s, mask=g_ok, other=float("-inf"), cache_modifier=".cg"))
-    m = tl.where(m == float("-inf"), 0.0, m)
     acc = tl.zeros([GROUP_PAD, HEAD_DIM], tl.float32)
     denom = tl.zeros([GROUP_PAD], tl.float32)
-    for s in range(NUM_SPLITS):
-        w = tl.exp2(tl.load(part_lse_ptr + first + s, mask=g_ok, other=float("-inf"), cache_modifier=".cg") - m)
-        o = tl.load(part_o_ptr + (first + s)[:, None] * HEAD_DIM + d[None, :], mask=g_ok[:, None], other=0.0,
+    c = tl.arange(0, CHUNK)
+    for s0 in range(0, n_filled, CHUNK):
+        rows = first[:, None] + (s0 + c)[None, :]  # [GROUP_PAD, CHUNK]
+        ok = g_ok[:, None] & (s0 + c < n_filled)[None, :]
+        lse = tl.load(part_lse_ptr + rows, mask=ok, other=float("-inf"), cache_modifier=".cg")
+        o = tl.load(part_o_ptr + rows[:, :, None] * HEAD_DIM + d[None, None, :], mask=ok[:, :, None], other=0.0,
                     cache_modifier=".cg")
-        acc += o * w[:, None]
-        denom += w
+        m_new = tl.maximum(m, tl.max(lse, 1))
+        m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)  # nothing seen yet: weights stay 0
+        rescale = tl.exp2(m - m_ref)
+        w = tl.exp2(lse - m_ref[:, None])
+        acc = acc * rescale[:, None] + tl.sum(o * w[:, :, None], 1)
+        denom = denom * rescale + tl.sum(w, 1)
+        m = m_new
     res = acc / tl.where(denom > 0.0, denom, 1.0)[:, None]
     dst = out_ptr + b.to(tl.int64) * o_s0 + heads[:, None] * o_s1 + d[None, :]
     tl.store(dst, round_to(res, out_ptr.dtype.element_ty, EMULATE_RNE), mask=g_ok[:, None])
@@ -228,6 +238,7 @@ def paged_decode_attention(
             max_context = min(max_context, max_seq_len)
         num_splits = choose_num_splits(b, hk, max_context, device_sms(q.device))
     group = hq // hk
+    group_pad = max(16, triton.next_power_of_2(group))
     dot_dtype = tl.float32 if _INTERPRET else (
         tl.bfloat16 if k_cache.dtype == torch.bfloat16 else tl.float16)
     if num_splits > 1:
@@ -243,8 +254,9 @@ def paged_decode_attention(
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), block_tables.stride(0),
         out.stride(0), out.stride(1), hq,
-        GROUP=group, GROUP_PAD=max(16, triton.next_power_of_2(group)), HEAD_DIM=d,
+        GROUP=group, GROUP_PAD=group_pad, HEAD_DIM=d,
         KV_BLOCK=kv_block, BLOCK_N=block_n, NUM_SPLITS=num_splits,
+        MERGE_CHUNK=min(triton.next_power_of_2(num_splits), max(1, _MERGE_TILE // (group_pad * d))),
         DOT_DTYPE=dot_dtype, EMULATE_RNE=_INTERPRET, PDL=pdl,
         num_warps=num_warps, num_stages=num_stages, **pdl_launch_kwargs(pdl),
     )

@@ -56,7 +56,15 @@ def _rotate_heads(
         x2 = round_to(round_to(x2 * rstd, dtype, EMULATE_RNE).to(tl.float32) * w2, dtype, EMULATE_RNE)
         x1 = x1.to(tl.float32)
         x2 = x2.to(tl.float32)
-    return x1 * cos - x2 * sin, x2 * cos + x1 * sin, mask
+    return rotate_pair(x1, x2, cos, sin), rotate_pair(x2, -x1, cos, sin), mask
+
+
+@triton.jit
+def rotate_pair(x, partner, cos, sin):
+    """x * cos - partner * sin with one explicit fused multiply-add, so every kernel that
+    rotates (this one, the qkv GEMV's epilogue) rounds identically whatever the compiler
+    would contract on its own."""
+    return tl.fma(x, cos, -(partner * sin))
 
 
 @triton.jit

@@ -44,6 +44,7 @@ import torch
 import triton
 import triton.language as tl
 
+from titaninfer.kernels.rotary import rotate_pair
 from titaninfer.kernels.triton_common import (
     DEFAULT_NUM_SMS,
     await_producer,
@@ -179,7 +180,7 @@ def _rope_kv_epilogue(
     cos = tl.load(cs, mask=m_ok[:, None], other=0.0)
     sin = tl.load(cs + HALF_D, mask=m_ok[:, None], other=0.0)
     upper = ((rows % HEAD_DIM) >= HALF_D)[None, :]
-    rot = tl.where(upper, y * cos + y_partner * sin, y * cos - y_partner * sin)
+    rot = rotate_pair(y, tl.where(upper, -y_partner, y_partner), cos, sin)  # as the rotary kernel rounds
     y = tl.where((rows < q_size + kv_size)[None, :], round_to(rot, dtype, EMULATE_RNE).to(tl.float32), y)
 
     slot = tl.load(slot_ptr + ms, mask=m_ok, other=-1).to(tl.int64)

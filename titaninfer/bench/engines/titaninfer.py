@@ -70,9 +70,11 @@ class TitanInferEngine:
         if self.device.startswith("cuda"):
             torch.cuda.synchronize()
 
-    def _warmup(self, workload: Workload) -> None:
+    def _warmup(self, workload: Workload, one_at_a_time: bool) -> None:
         """A few short requests on fresh random ids (no prefix overlap with the workload):
-        first-call costs (allocator, kernel autotuning, graph capture) stay out of the run."""
+        first-call costs (allocator, cuBLAS heuristics for a new GEMM shape, graph capture)
+        stay out of the run. one_at_a_time (latency mode): each alone, so the prefill has the
+        run's own shape, not that of a batch of them."""
         rng = np.random.default_rng(12345)
         vocab = self.model_config.vocab_size
         n = min(4, len(workload.requests))
@@ -80,9 +82,14 @@ class TitanInferEngine:
         for _ in range(n):
             ids = rng.integers(min(100, vocab // 2), vocab, plen).tolist()
             self.engine.add_request(ids, self._params(4, True))
+            if one_at_a_time:
+                self._drain()
+        self._drain()
+        self._sync()
+
+    def _drain(self) -> None:
         while self.engine.has_unfinished_requests():
             self.engine.step()
-        self._sync()
 
     def _record(self, out: RequestOutput, req: BenchRequest, t0: float) -> RequestRecord:
         m = out.metrics
@@ -99,7 +106,7 @@ class TitanInferEngine:
     # ------------------------------------------------------------------ run
     def run(self, workload: Workload, mode: str, progress: bool) -> EngineRun:
         eng = self.engine
-        self._warmup(workload)
+        self._warmup(workload, one_at_a_time=mode == "latency")
         before = eng.stats()
         compiles_before = len(late_compiles())
         if self.device.startswith("cuda"):
