@@ -26,7 +26,9 @@ B="python -m titaninfer.bench"
 # Decode-latency A/B of tuning constants (benchmarks/with_overrides.py), one model per stage.
 K=titaninfer.kernels
 # A name starting "off" runs with TITANINFER_PDL=0.
-VARIANTS=("base|" "rope-sep|titaninfer.models.llama.ROPE_IN_QKV_PROJECTION=False" "norm-all|titaninfer.kernels.skinny_gemm._NORM_PROLOGUE_MAX_WORK=1073741824")
+DA=titaninfer.kernels.decode_attention
+VARIANTS=("base|" "mkern|$DA.MERGE_IN_SPLIT=False"
+          "mkern-rope-sep|$DA.MERGE_IN_SPLIT=False titaninfer.models.llama.ROPE_IN_QKV_PROJECTION=False" "base2|")
 variant_step() {  # variant_step PREFIX TIMEOUT "NAME|OVERRIDES" MODULE ARGS...: step PREFIX-NAME
   local prefix=$1 t=$2 name=${3%%|*} ovr=${3#*|} pdl=1
   shift 3
@@ -46,6 +48,14 @@ variants() {  # variants MODEL TIMEOUT_S: every variant twice, interleaved (drif
     variant_step "var-$1-$rep" "$2" "$v" titaninfer.bench latency --engines titaninfer --no-progress \
       --model "dummy:$1" --out "$OUT/packs/var-${v%%|*}-$rep" --results-dir "$RESULTS/var-${v%%|*}-$rep"
   done; done
+}
+latency3_variants() {  # every variant once, decode-latency on the three models
+  local v
+  for v in "${VARIANTS[@]}"; do
+    variant_step "lat3" 110 "$v" titaninfer.bench latency --engines titaninfer --no-progress \
+      --model dummy:tinyllama-1.1b,dummy:qwen3-0.6b,dummy:llama3-8b \
+      --out "$OUT/packs/lat3-${v%%|*}" --results-dir "$RESULTS/lat3-${v%%|*}"
+  done
 }
 for stage in "$@"; do case $stage in
   env) step env 60 bash -c 'nvidia-smi; python -c "import torch, triton, transformers; print(torch.__version__, triton.__version__, transformers.__version__, torch.cuda.get_device_name())"' ;;
@@ -67,6 +77,7 @@ for stage in "$@"; do case $stage in
   replay-tiny) replay tinyllama-1.1b 35 ;;
   replay-8b) replay llama3-8b 45 ;;
   variants-tiny) variants tinyllama-1.1b 45 ;;
+  latency3-variants) latency3_variants ;;
   variants-8b) variants llama3-8b 60 ;;
   rotary-tests) step pytest-rotary-gpu 60 python -m pytest -q tests/kernels/test_rotary.py ;;
   e2e-qwen) step pytest-e2e-qwen-gpu 90 python -m pytest -q -s -m gpu tests/e2e/test_gpu.py -k "qwen3 or no_kernel_compiles" ;;

@@ -51,6 +51,9 @@ _MAX_SPLITS = 64
 # (b, h) pairs alone are enough once they cover 2 programs per SM.
 _SLOTS_PER_SM = 4
 _NO_SPLIT_PER_SM = 2
+# The splits' merge in the split kernel's last program (ticket) or in a kernel of its own:
+# an A/B switch while the two are measured.
+MERGE_IN_SPLIT = True
 _MERGE_TILE = 8192  # floats of partial outputs the merging program loads at once (64 registers/thread)
 
 
@@ -65,7 +68,7 @@ def _decode_split_kernel(
     num_q_heads,
     GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
     KV_BLOCK: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr, MERGE_CHUNK: tl.constexpr,
-    DOT_DTYPE: tl.constexpr, EMULATE_RNE: tl.constexpr, PDL: tl.constexpr,
+    MERGE_IN_SPLIT: tl.constexpr, DOT_DTYPE: tl.constexpr, EMULATE_RNE: tl.constexpr, PDL: tl.constexpr,
 ):
     b = tl.program_id(0)
     kvh = tl.program_id(1)
@@ -118,14 +121,26 @@ def _decode_split_kernel(
         tl.store(part_o_ptr + (first + split)[:, None] * HEAD_DIM + d[None, :], o, mask=g_ok[:, None])
         lse = tl.where(has, m_i + tl.log2(tl.where(has, l_i, 1.0)), float("-inf"))
         tl.store(part_lse_ptr + first + split, lse, mask=g_ok)
-        tl.debug_barrier()  # every thread's partial stores precede the ticket
-        ticket_at = ticket_ptr + b * tl.num_programs(1) + kvh
-        if tl.atomic_add(ticket_at, 1, sem="acq_rel", scope="gpu") == NUM_SPLITS - 1:
-            # Splits past the context are empty (weight 0): merge only the filled ones.
-            n_filled = tl.where(per_split > 0, tl.cdiv(seq_len, tl.maximum(per_split, 1)), 0)
-            _merge_splits(part_o_ptr, part_lse_ptr, out_ptr, first, n_filled, b, heads, g_ok, d, o_s0, o_s1,
-                          GROUP_PAD, HEAD_DIM, MERGE_CHUNK, EMULATE_RNE)
-            tl.store(ticket_at, 0)  # zero again for the next layer / step
+        if MERGE_IN_SPLIT:
+            _take_ticket_and_merge(part_o_ptr, part_lse_ptr, out_ptr, ticket_ptr, first, seq_len, per_split,
+                                   b, kvh, heads, g_ok, d, o_s0, o_s1,
+                                   NUM_SPLITS, MERGE_CHUNK, GROUP_PAD, HEAD_DIM, EMULATE_RNE)
+
+
+@triton.jit
+def _take_ticket_and_merge(part_o_ptr, part_lse_ptr, out_ptr, ticket_ptr, first, seq_len, per_split,
+                           b, kvh, heads, g_ok, d, o_s0, o_s1,
+                           NUM_SPLITS: tl.constexpr, MERGE_CHUNK: tl.constexpr, GROUP_PAD: tl.constexpr,
+                           HEAD_DIM: tl.constexpr, EMULATE_RNE: tl.constexpr):
+    """After this program's partial stores: count it in; the last split of (b, kvh) merges."""
+    tl.debug_barrier()  # every thread's partial stores precede the ticket
+    ticket_at = ticket_ptr + b * tl.num_programs(1) + kvh
+    if tl.atomic_add(ticket_at, 1, sem="acq_rel", scope="gpu") == NUM_SPLITS - 1:
+        # Splits past the context are empty (weight 0): merge only the filled ones.
+        n_filled = tl.where(per_split > 0, tl.cdiv(seq_len, tl.maximum(per_split, 1)), 0)
+        _merge_splits(part_o_ptr, part_lse_ptr, out_ptr, first, n_filled, b, heads, g_ok, d, o_s0, o_s1,
+                      GROUP_PAD, HEAD_DIM, MERGE_CHUNK, EMULATE_RNE)
+        tl.store(ticket_at, 0)  # zero again for the next layer / step
 
 
 @triton.jit
@@ -157,6 +172,31 @@ def _merge_splits(part_o_ptr, part_lse_ptr, out_ptr, first, n_filled, b, heads, 
     res = acc / tl.where(denom > 0.0, denom, 1.0)[:, None]
     dst = out_ptr + b.to(tl.int64) * o_s0 + heads[:, None] * o_s1 + d[None, :]
     tl.store(dst, round_to(res, out_ptr.dtype.element_ty, EMULATE_RNE), mask=g_ok[:, None])
+
+
+@triton.jit
+def _decode_merge_kernel(
+    part_o_ptr, part_lse_ptr, out_ptr, o_s0, o_s1, num_q_heads,
+    NUM_SPLITS: tl.constexpr, SPLITS_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
+    EMULATE_RNE: tl.constexpr, PDL: tl.constexpr,
+):
+    """The separate merge (MERGE_IN_SPLIT False): one program per (sequence, query head)."""
+    b = tl.program_id(0).to(tl.int64)
+    h = tl.program_id(1)
+    await_producer(PDL)
+    s = tl.arange(0, SPLITS_PAD)
+    d = tl.arange(0, HEAD_DIM)
+    s_ok = s < NUM_SPLITS
+    row = (b * num_q_heads + h) * NUM_SPLITS + s
+    lse = tl.load(part_lse_ptr + row, mask=s_ok, other=float("-inf"))
+    m = tl.max(lse, 0)
+    m = tl.where(m == float("-inf"), 0.0, m)  # all splits empty: weights 0, output 0
+    w = tl.exp2(lse - m)
+    o = tl.load(part_o_ptr + row[:, None] * HEAD_DIM + d[None, :], mask=s_ok[:, None], other=0.0)
+    denom = tl.sum(w, 0)
+    res = tl.sum(o * w[:, None], 0) / tl.where(denom > 0.0, denom, 1.0)
+    tl.store(out_ptr + b * o_s0 + h * o_s1 + d,
+             round_to(res, out_ptr.dtype.element_ty, EMULATE_RNE))
 
 
 _tickets: dict[torch.device, torch.Tensor] = {}
@@ -256,8 +296,14 @@ def paged_decode_attention(
         out.stride(0), out.stride(1), hq,
         GROUP=group, GROUP_PAD=group_pad, HEAD_DIM=d,
         KV_BLOCK=kv_block, BLOCK_N=block_n, NUM_SPLITS=num_splits,
-        MERGE_CHUNK=min(triton.next_power_of_2(num_splits), max(1, _MERGE_TILE // (group_pad * d))),
+        MERGE_IN_SPLIT=MERGE_IN_SPLIT, MERGE_CHUNK=min(triton.next_power_of_2(num_splits), max(1, _MERGE_TILE // (group_pad * d))),
         DOT_DTYPE=dot_dtype, EMULATE_RNE=_INTERPRET, PDL=pdl,
         num_warps=num_warps, num_stages=num_stages, **pdl_launch_kwargs(pdl),
     )
+    if num_splits > 1 and not MERGE_IN_SPLIT:
+        _decode_merge_kernel[(b, hq)](
+            part_o, part_lse, out, out.stride(0), out.stride(1), hq,
+            NUM_SPLITS=num_splits, SPLITS_PAD=triton.next_power_of_2(num_splits), HEAD_DIM=d,
+            EMULATE_RNE=_INTERPRET, PDL=pdl, num_warps=4, **pdl_launch_kwargs(pdl),
+        )
     return out
