@@ -28,7 +28,7 @@ K=titaninfer.kernels
 # A name starting "off" runs with TITANINFER_PDL=0.
 DA=titaninfer.kernels.decode_attention
 VARIANTS=("base|" "mkern|$DA.MERGE_IN_SPLIT=False"
-          "mkern-rope-sep|$DA.MERGE_IN_SPLIT=False titaninfer.models.llama.ROPE_IN_QKV_PROJECTION=False" "base2|")
+          "mkern-rope-sep|$DA.MERGE_IN_SPLIT=False titaninfer.models.llama.ROPE_IN_QKV_PROJECTION=False")
 variant_step() {  # variant_step PREFIX TIMEOUT "NAME|OVERRIDES" MODULE ARGS...: step PREFIX-NAME
   local prefix=$1 t=$2 name=${3%%|*} ovr=${3#*|} pdl=1
   shift 3
@@ -78,6 +78,10 @@ for stage in "$@"; do case $stage in
   replay-8b) replay llama3-8b 45 ;;
   variants-tiny) variants tinyllama-1.1b 45 ;;
   latency3-variants) latency3_variants ;;
+  prefill-host) step prefill-host-tiny 90 python benchmarks/prefill_host_time.py --model dummy:tinyllama-1.1b ;
+             step prefill-host-8b 120 python benchmarks/prefill_host_time.py --model dummy:llama3-8b ;;
+  rope-tests) step pytest-rope-gpu 200 python -m pytest -q -s tests/kernels/test_skinny_gemm.py tests/kernels/test_rotary.py \
+             tests/kernels/test_decode_attention.py tests/e2e/test_gpu.py -k "rope or rotary or decode" ;;
   variants-8b) variants llama3-8b 60 ;;
   rotary-tests) step pytest-rotary-gpu 60 python -m pytest -q tests/kernels/test_rotary.py ;;
   e2e-qwen) step pytest-e2e-qwen-gpu 90 python -m pytest -q -s -m gpu tests/e2e/test_gpu.py -k "qwen3 or no_kernel_compiles" ;;

@@ -75,7 +75,9 @@ class RopeKVStore:
 
     positions, slot_mapping: [M] ints (slot -1: not stored); cos_sin_cache: [max_pos, D]
     float32 = [cos | sin]; caches: [num_blocks, block_size, Hk, D]. The projection's
-    output then holds rotated q and k (and v); rotated k and v are also in the cache."""
+    output then holds rotated q and k (and v); rotated k and v are also in the cache.
+    positions, slot_mapping and the table are read before the PDL wait: no kernel of the
+    step may write them (the runner copies them in before the step's first kernel)."""
 
     positions: torch.Tensor
     cos_sin_cache: torch.Tensor
@@ -160,9 +162,26 @@ def _output_rows(pid, lanes, n_rotated, BLOCK_N: tl.constexpr, ROPE: tl.constexp
 
 
 @triton.jit
+def _rope_operands(rows, ms, m_ok, pos_ptr, cs_ptr, cs_s0, slot_ptr, BM: tl.constexpr, BLOCK_N: tl.constexpr,
+                   ROPE: tl.constexpr, HEAD_DIM: tl.constexpr):
+    """(cos, sin) [BM, BLOCK_N] of each row's position and rotation dim, and the rows' KV
+    slots [BM]. Step inputs no kernel writes, so they load before the wait (their latency
+    hides behind the weight stream instead of adding to the epilogue's)."""
+    if ROPE:
+        HALF_D: tl.constexpr = HEAD_DIM // 2
+        pos = tl.load(pos_ptr + ms, mask=m_ok, other=0).to(tl.int64)
+        cs = cs_ptr + pos[:, None] * cs_s0 + (rows % HALF_D)[None, :]
+        cos = tl.load(cs, mask=m_ok[:, None], other=0.0)
+        sin = tl.load(cs + HALF_D, mask=m_ok[:, None], other=0.0)
+        slot = tl.load(slot_ptr + ms, mask=m_ok, other=-1).to(tl.int64)
+        return cos, sin, slot
+    return tl.zeros([BM, BLOCK_N], tl.float32), tl.zeros([BM, BLOCK_N], tl.float32), tl.zeros([BM], tl.int64)
+
+
+@triton.jit
 def _rope_kv_epilogue(
-    y, rows, lanes, ms, m_ok, n_ok, q_size, kv_size,
-    pos_ptr, cs_ptr, cs_s0, slot_ptr, kc_ptr, vc_ptr, kc_s0, kc_s1, kc_s2, vc_s0, vc_s1, vc_s2, kv_block,
+    y, rows, lanes, m_ok, n_ok, q_size, kv_size, cos, sin, slot,
+    kc_ptr, vc_ptr, kc_s0, kc_s1, kc_s2, vc_s0, vc_s1, vc_s2, kv_block,
     dtype: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, EMULATE_RNE: tl.constexpr,
 ):
     """y: [BM, BLOCK_N] projection outputs (float32, representable in dtype) on `rows`.
@@ -175,15 +194,10 @@ def _rope_kv_epilogue(
     partner = (lanes + HALF_N) % BLOCK_N
     pick = lanes[None, :] == partner[:, None]
     y_partner = tl.sum(tl.where(pick[None, :, :], y[:, None, :], 0.0), axis=2)
-    pos = tl.load(pos_ptr + ms, mask=m_ok, other=0).to(tl.int64)
-    cs = cs_ptr + pos[:, None] * cs_s0 + (rows % HALF_D)[None, :]
-    cos = tl.load(cs, mask=m_ok[:, None], other=0.0)
-    sin = tl.load(cs + HALF_D, mask=m_ok[:, None], other=0.0)
     upper = ((rows % HEAD_DIM) >= HALF_D)[None, :]
     rot = rotate_pair(y, tl.where(upper, -y_partner, y_partner), cos, sin)  # as the rotary kernel rounds
     y = tl.where((rows < q_size + kv_size)[None, :], round_to(rot, dtype, EMULATE_RNE).to(tl.float32), y)
 
-    slot = tl.load(slot_ptr + ms, mask=m_ok, other=-1).to(tl.int64)
     blk = tl.where(slot >= 0, slot, 0) // kv_block
     off = tl.where(slot >= 0, slot, 0) % kv_block
     kv_row = rows - q_size  # k rows: [0, kv_size), v rows: [kv_size, 2 * kv_size)
@@ -224,6 +238,7 @@ def _skinny_gemm_kernel(
     # under PDL while the previous kernel (attention, a norm, the previous GEMV) still runs.
     # Tiles past K are fully masked: no memory traffic, they add zeros.
     w_rows = w_ptr + rows[:, None] * K
+    cos, sin, slot = _rope_operands(rows, ms, m_ok, pos_ptr, cs_ptr, cs_s0, slot_ptr, BM, BLOCK_N, ROPE, HEAD_DIM)
     w0 = _weight_tile(w_rows, n_ok, 0, K, BLOCK_K)
     if PRELOAD >= 2:
         w1 = _weight_tile(w_rows, n_ok, BLOCK_K, K, BLOCK_K)
@@ -271,8 +286,8 @@ def _skinny_gemm_kernel(
         acc += tl.load(b_ptr + rows, mask=n_ok, other=0.0).to(tl.float32)[None, :]
     if ROPE:
         # The projection's output rounds first, as unfused (then the rotation rounds again).
-        acc = _rope_kv_epilogue(round_to(acc, dtype, EMULATE_RNE).to(tl.float32), rows, lanes, ms, m_ok, n_ok,
-                                q_size, kv_size, pos_ptr, cs_ptr, cs_s0, slot_ptr, kc_ptr, vc_ptr,
+        acc = _rope_kv_epilogue(round_to(acc, dtype, EMULATE_RNE).to(tl.float32), rows, lanes, m_ok, n_ok,
+                                q_size, kv_size, cos, sin, slot, kc_ptr, vc_ptr,
                                 kc_s0, kc_s1, kc_s2, vc_s0, vc_s1, vc_s2, kv_block,
                                 dtype, BLOCK_N, HEAD_DIM, EMULATE_RNE)
     out_offs = ms[:, None] * N + rows[None, :]

@@ -9,7 +9,8 @@ Programmatic dependent launch (PDL, Hopper and later): a kernel launched with
 running. It calls `await_producer(PDL)` before it touches anything an earlier kernel of the
 step writes; that call blocks until the previous kernel has finished (its writes visible)
 and then lets the next kernel begin launching. What a kernel does before the call may only
-read memory no kernel of the step writes: the weights. A decode step of a small batch is
+read memory no kernel of the step writes: the weights, and the step inputs the runner
+copies in before its first kernel (positions, slots). A decode step of a small batch is
 ~200 short kernels in a row, each paying a launch and a ramp to full bandwidth; with PDL
 each GEMV streams its first weight tile while its predecessor is still running.
 Completion is transitive (a kernel finishes only after its own wait), so waiting for the
