@@ -26,9 +26,7 @@ B="python -m titaninfer.bench"
 # Decode-latency A/B of tuning constants (benchmarks/with_overrides.py), one model per stage.
 K=titaninfer.kernels
 # A name starting "off" runs with TITANINFER_PDL=0.
-DA=titaninfer.kernels.decode_attention
-VARIANTS=("base|" "mkern|$DA.MERGE_IN_SPLIT=False"
-          "mkern-rope-sep|$DA.MERGE_IN_SPLIT=False titaninfer.models.llama.ROPE_IN_QKV_PROJECTION=False")
+VARIANTS=("base|" "eager-prefill|titaninfer.runner.prefill_graphs.ENABLED=False")
 variant_step() {  # variant_step PREFIX TIMEOUT "NAME|OVERRIDES" MODULE ARGS...: step PREFIX-NAME
   local prefix=$1 t=$2 name=${3%%|*} ovr=${3#*|} pdl=1
   shift 3
@@ -52,7 +50,7 @@ variants() {  # variants MODEL TIMEOUT_S: every variant twice, interleaved (drif
 latency3_variants() {  # every variant once, decode-latency on the three models
   local v
   for v in "${VARIANTS[@]}"; do
-    variant_step "lat3" 110 "$v" titaninfer.bench latency --engines titaninfer --no-progress \
+    variant_step "lat3" 90 "$v" titaninfer.bench latency --engines titaninfer --no-progress \
       --model dummy:tinyllama-1.1b,dummy:qwen3-0.6b,dummy:llama3-8b \
       --out "$OUT/packs/lat3-${v%%|*}" --results-dir "$RESULTS/lat3-${v%%|*}"
   done
@@ -80,8 +78,9 @@ for stage in "$@"; do case $stage in
   latency3-variants) latency3_variants ;;
   prefill-host) step prefill-host-tiny 90 python benchmarks/prefill_host_time.py --model dummy:tinyllama-1.1b ;
              step prefill-host-8b 120 python benchmarks/prefill_host_time.py --model dummy:llama3-8b ;;
-  rope-tests) step pytest-rope-gpu 200 python -m pytest -q -s tests/kernels/test_skinny_gemm.py tests/kernels/test_rotary.py \
-             tests/kernels/test_decode_attention.py tests/e2e/test_gpu.py -k "rope or rotary or decode" ;;
+  rope-tests) step pytest-rope-gpu 100 python -m pytest -q tests/kernels/test_skinny_gemm.py tests/kernels/test_rotary.py \
+             tests/kernels/test_decode_attention.py -k "rope or rotary or decode" ;;
+  e2e-new) step pytest-e2e-new-gpu 150 python -m pytest -q -s tests/e2e/test_gpu.py -k "prefill_graph or rope" ;;
   variants-8b) variants llama3-8b 60 ;;
   rotary-tests) step pytest-rotary-gpu 60 python -m pytest -q tests/kernels/test_rotary.py ;;
   e2e-qwen) step pytest-e2e-qwen-gpu 90 python -m pytest -q -s -m gpu tests/e2e/test_gpu.py -k "qwen3 or no_kernel_compiles" ;;

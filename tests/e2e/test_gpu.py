@@ -207,3 +207,40 @@ def test_rope_in_the_qkv_projection_changes_no_token(shape: str, monkeypatch) ->
             torch.cuda.empty_cache()
     for eager in (False, True):
         assert runs[True, eager] == runs[False, eager], f"eager={eager}"
+
+
+def test_prefill_graph_matches_eager_prefill() -> None:
+    """A lone prefill chunk replayed from a CUDA graph (padded to its bucket) computes what
+    the eager forward computes: logits of its last token within bf16 noise and the same
+    argmax, the same K/V in its slots, nothing stored for the padding rows. Fresh prompts
+    and a chunk continuing a cached prefix; lengths on, inside and past bucket edges."""
+    from titaninfer.runner.batch import build_host_batch, to_device
+    from titaninfer.types import ScheduledChunk
+
+    llm = LLM("dummy:tinyllama-1.1b", device="cuda", gpu_memory_utilization=0.3, max_num_seqs=4)
+    runner = llm.engine.runner
+    pg = runner.prefill_graphs
+    assert pg is not None
+    bs = runner.block_size
+    gen = torch.Generator().manual_seed(7)
+    k_cache, v_cache = runner.kv_caches[3]
+    for start, t in ((0, 1), (0, 16), (0, 100), (0, 129), (40, 90), (0, 512)):
+        ids = torch.randint(10, 32000, (t,), generator=gen).tolist()
+        blocks = list(range(-(-(start + t) // bs)))
+        hb = build_host_batch([ScheduledChunk("r", ids, start, [], True)], {"r": blocks}, bs)
+        assert pg.can_run(hb)
+        k_cache.zero_(), v_cache.zero_()
+        graph_logits = pg.run(hb).clone()
+        graph_k = k_cache[: len(blocks)].clone()
+        assert not k_cache[len(blocks):].any(), "padding rows stored K"
+        with torch.inference_mode():
+            inputs = to_device(hb, runner.device)
+            hidden = runner.model(inputs.input_ids, inputs.positions, runner.kv_caches, inputs.meta)
+            eager_logits = runner.model.compute_logits(hidden[-1:])
+        torch.testing.assert_close(graph_logits, eager_logits, rtol=0.05, atol=0.05)
+        assert graph_logits.argmax() == eager_logits.argmax(), f"start {start}, {t} tokens"
+        torch.testing.assert_close(graph_k, k_cache[: len(blocks)], rtol=0.02, atol=0.02)
+    hb = build_host_batch([ScheduledChunk("r", [5] * 513, 0, [], True)], {"r": list(range(-(-513 // bs)))}, bs)
+    assert not pg.can_run(hb), "past the largest bucket: eager"
+    del llm
+    torch.cuda.empty_cache()

@@ -164,10 +164,3 @@ def test_split_tickets_are_reset_for_the_next_call(make_paged_kv, device):
     assert torch.equal(first, second)
     assert not first[2].any(), "a zero-length row (all splits empty) gives zeros"
 
-
-@pytest.mark.parametrize("merge_in_split", [True, False])
-def test_both_merges_match_the_reference(make_paged_kv, device, merge_in_split, monkeypatch):
-    import titaninfer.kernels.decode_attention as da
-
-    monkeypatch.setattr(da, "MERGE_IN_SPLIT", merge_in_split)
-    _run_case(make_paged_kv, device, [300, 1, 0, 129], 8, 2, 64, 16, torch.bfloat16, num_splits=4)

@@ -42,3 +42,12 @@ def test_build_host_batch_matches_brute_force() -> None:
         assert hb.input_ids.shape == (row,)
         assert hb.sample_rows == [int(hb.query_start_loc[i + 1]) - 1 for i, c in enumerate(order) if c.sample]
         assert hb.placeholder_rows == np.flatnonzero(hb.input_ids == PLACEHOLDER).tolist()
+
+
+def test_prefill_graph_buckets() -> None:
+    """A lone prefill of T tokens replays the smallest captured size >= T; none past the largest."""
+    from titaninfer.runner.prefill_graphs import BUCKETS, bucket_for
+
+    assert [bucket_for(t) for t in (1, 16, 17, 100, 128, 129, 512)] == [16, 16, 32, 128, 128, 256, 512]
+    assert bucket_for(BUCKETS[-1] + 1) is None
+    assert bucket_for(40, (32, 64)) == 64 and bucket_for(65, (32, 64)) is None

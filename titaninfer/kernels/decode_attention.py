@@ -10,7 +10,8 @@ contiguous ranges handled by separate programs; each writes its normalised parti
 output and log-sum-exp, then takes a ticket from a per-(b, h) counter, and the program
 that finishes last merges them (out = sum_s w_s o_s / sum_s w_s, w_s = 2^(lse_s - max
 lse)) and resets the counter: no second kernel, so no second launch and no second
-dependency hop in the decode step. With enough (b, h) pairs there is one split and each
+dependency hop in the decode step (measured on an H200 at batch 1 against a separate merge
+kernel: TinyLlama 865 vs 881 us per step, Llama-3-8B 4,145 vs 4,147 us). With enough (b, h) pairs there is one split and each
 program writes the output directly.
 
 The ticket (memory ordering): every thread's partial stores, then a CTA barrier, then
@@ -51,9 +52,6 @@ _MAX_SPLITS = 64
 # (b, h) pairs alone are enough once they cover 2 programs per SM.
 _SLOTS_PER_SM = 4
 _NO_SPLIT_PER_SM = 2
-# The splits' merge in the split kernel's last program (ticket) or in a kernel of its own:
-# an A/B switch while the two are measured.
-MERGE_IN_SPLIT = True
 _MERGE_TILE = 8192  # floats of partial outputs the merging program loads at once (64 registers/thread)
 
 
@@ -68,7 +66,7 @@ def _decode_split_kernel(
     num_q_heads,
     GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
     KV_BLOCK: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr, MERGE_CHUNK: tl.constexpr,
-    MERGE_IN_SPLIT: tl.constexpr, DOT_DTYPE: tl.constexpr, EMULATE_RNE: tl.constexpr, PDL: tl.constexpr,
+    DOT_DTYPE: tl.constexpr, EMULATE_RNE: tl.constexpr, PDL: tl.constexpr,
 ):
     b = tl.program_id(0)
     kvh = tl.program_id(1)
@@ -121,10 +119,9 @@ def _decode_split_kernel(
         tl.store(part_o_ptr + (first + split)[:, None] * HEAD_DIM + d[None, :], o, mask=g_ok[:, None])
         lse = tl.where(has, m_i + tl.log2(tl.where(has, l_i, 1.0)), float("-inf"))
         tl.store(part_lse_ptr + first + split, lse, mask=g_ok)
-        if MERGE_IN_SPLIT:
-            _take_ticket_and_merge(part_o_ptr, part_lse_ptr, out_ptr, ticket_ptr, first, seq_len, per_split,
-                                   b, kvh, heads, g_ok, d, o_s0, o_s1,
-                                   NUM_SPLITS, MERGE_CHUNK, GROUP_PAD, HEAD_DIM, EMULATE_RNE)
+        _take_ticket_and_merge(part_o_ptr, part_lse_ptr, out_ptr, ticket_ptr, first, seq_len, per_split,
+                               b, kvh, heads, g_ok, d, o_s0, o_s1,
+                               NUM_SPLITS, MERGE_CHUNK, GROUP_PAD, HEAD_DIM, EMULATE_RNE)
 
 
 @triton.jit
@@ -172,31 +169,6 @@ def _merge_splits(part_o_ptr, part_lse_ptr, out_ptr, first, n_filled, b, heads, 
     res = acc / tl.where(denom > 0.0, denom, 1.0)[:, None]
     dst = out_ptr + b.to(tl.int64) * o_s0 + heads[:, None] * o_s1 + d[None, :]
     tl.store(dst, round_to(res, out_ptr.dtype.element_ty, EMULATE_RNE), mask=g_ok[:, None])
-
-
-@triton.jit
-def _decode_merge_kernel(
-    part_o_ptr, part_lse_ptr, out_ptr, o_s0, o_s1, num_q_heads,
-    NUM_SPLITS: tl.constexpr, SPLITS_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
-    EMULATE_RNE: tl.constexpr, PDL: tl.constexpr,
-):
-    """The separate merge (MERGE_IN_SPLIT False): one program per (sequence, query head)."""
-    b = tl.program_id(0).to(tl.int64)
-    h = tl.program_id(1)
-    await_producer(PDL)
-    s = tl.arange(0, SPLITS_PAD)
-    d = tl.arange(0, HEAD_DIM)
-    s_ok = s < NUM_SPLITS
-    row = (b * num_q_heads + h) * NUM_SPLITS + s
-    lse = tl.load(part_lse_ptr + row, mask=s_ok, other=float("-inf"))
-    m = tl.max(lse, 0)
-    m = tl.where(m == float("-inf"), 0.0, m)  # all splits empty: weights 0, output 0
-    w = tl.exp2(lse - m)
-    o = tl.load(part_o_ptr + row[:, None] * HEAD_DIM + d[None, :], mask=s_ok[:, None], other=0.0)
-    denom = tl.sum(w, 0)
-    res = tl.sum(o * w[:, None], 0) / tl.where(denom > 0.0, denom, 1.0)
-    tl.store(out_ptr + b * o_s0 + h * o_s1 + d,
-             round_to(res, out_ptr.dtype.element_ty, EMULATE_RNE))
 
 
 _tickets: dict[torch.device, torch.Tensor] = {}
@@ -296,14 +268,8 @@ def paged_decode_attention(
         out.stride(0), out.stride(1), hq,
         GROUP=group, GROUP_PAD=group_pad, HEAD_DIM=d,
         KV_BLOCK=kv_block, BLOCK_N=block_n, NUM_SPLITS=num_splits,
-        MERGE_IN_SPLIT=MERGE_IN_SPLIT, MERGE_CHUNK=min(triton.next_power_of_2(num_splits), max(1, _MERGE_TILE // (group_pad * d))),
+        MERGE_CHUNK=min(triton.next_power_of_2(num_splits), max(1, _MERGE_TILE // (group_pad * d))),
         DOT_DTYPE=dot_dtype, EMULATE_RNE=_INTERPRET, PDL=pdl,
         num_warps=num_warps, num_stages=num_stages, **pdl_launch_kwargs(pdl),
     )
-    if num_splits > 1 and not MERGE_IN_SPLIT:
-        _decode_merge_kernel[(b, hq)](
-            part_o, part_lse, out, out.stride(0), out.stride(1), hq,
-            NUM_SPLITS=num_splits, SPLITS_PAD=triton.next_power_of_2(num_splits), HEAD_DIM=d,
-            EMULATE_RNE=_INTERPRET, PDL=pdl, num_warps=4, **pdl_launch_kwargs(pdl),
-        )
     return out

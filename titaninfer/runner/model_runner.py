@@ -88,6 +88,7 @@ class ModelRunner:
         self._last_tokens: torch.Tensor | None = None  # device tokens of the last launched step
         self._last_rows: dict[str, int] = {}
         self.graphs = None
+        self.prefill_graphs = None  # a lone prefill chunk replays one of these (prefill_graphs.py)
         self.max_model_len = max_model_len or model_config.max_position_embeddings
         if self.device.type == "cuda" and not enforce_eager and not env.disable_cuda_graphs():
             from titaninfer.runner.cuda_graph import DecodeGraphs, default_capture_sizes
@@ -96,6 +97,13 @@ class ModelRunner:
             self.graphs = DecodeGraphs(model, self.kv_caches, default_capture_sizes(max_num_seqs),
                                        max_blocks, block_size, self.device)
             self.graphs.capture()
+            from titaninfer.runner import prefill_graphs
+
+            buckets = tuple(b for b in prefill_graphs.BUCKETS if b // 2 < self.max_model_len)
+            if prefill_graphs.ENABLED and buckets:
+                self.prefill_graphs = prefill_graphs.PrefillGraphs(
+                    model, self.kv_caches, max_blocks, block_size, self.device, pool=self.graphs.pool, buckets=buckets)
+                self.prefill_graphs.capture()
         if self.device.type == "cuda" and use_triton(self.kv_caches[0][0]):
             self._warm_up_kernels(max_num_seqs)
             from titaninfer.kernels.compile_watch import watch_late_compiles
@@ -225,6 +233,8 @@ class ModelRunner:
         if self.graphs is not None and self.graphs.can_run(hb):
             # Every decode samples, so the graph's logits rows are the sampled rows in order.
             return self.graphs.run(hb, lambda ids: self._fill_placeholders(hb, ids))
+        if self.prefill_graphs is not None and self.prefill_graphs.can_run(hb):
+            return self.prefill_graphs.run(hb, lambda ids: self._fill_placeholders(hb, ids))
         inputs = to_device(hb, self.device)
         # Decode kernels pick their split count from this bound: using the same static bound
         # as the CUDA graphs makes eager and replayed steps compute identically.
