@@ -21,7 +21,7 @@ import torch
 if not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"
     for _name in ("triton_common", "rmsnorm", "activation", "rotary", "decode_attention", "prefill_attention", "skinny_gemm",
-                  "sampling"):
+                  "sampling", "argmax"):
         _mod = sys.modules.get(f"titaninfer.kernels.{_name}")
         if _mod is not None and not getattr(_mod, "_INTERPRET", getattr(_mod, "INTERPRET", True)):
             importlib.reload(_mod)

@@ -153,13 +153,13 @@ def test_split_count_has_few_variants() -> None:
 def test_split_tickets_are_reset_for_the_next_call(make_paged_kv, device):
     """The last split of each (sequence, KV head) merges and zeroes its counter: a second
     call (the next layer) merges again, to the same output, and leaves every counter 0."""
-    from titaninfer.kernels.decode_attention import split_tickets
+    from titaninfer.kernels.triton_common import zeroed_counters
 
     k_cache, v_cache, tables = make_paged_kv([50, 7, 0], 2, 32, 16, torch.bfloat16, device)
     q = torch.randn(3, 4, 32, device=device).to(torch.bfloat16)
     lens = torch.tensor([50, 7, 0], dtype=torch.int32, device=device)
     first = paged_decode_attention(q, k_cache, v_cache, lens, tables, 0.2, num_splits=4)
-    assert int(split_tickets(q.device, 6)[:6].abs().sum()) == 0
+    assert int(zeroed_counters(q.device, 6, "decode_attention")[:6].abs().sum()) == 0
     second = paged_decode_attention(q, k_cache, v_cache, lens, tables, 0.2, num_splits=4)
     assert torch.equal(first, second)
     assert not first[2].any(), "a zero-length row (all splits empty) gives zeros"

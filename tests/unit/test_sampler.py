@@ -151,19 +151,22 @@ def test_logprobs_are_raw_model_logprobs():
 
 
 def test_device_path_takes_argmax_only_when_every_row_is_plain_greedy(monkeypatch):
-    """On the kernel path, an all-greedy batch is one argmax (no fused-kernel launch); a
-    greedy row with a penalty, or any sampled row, must still go the long way."""
+    """On the kernel path, an all-greedy batch is one argmax kernel (no fused-kernel
+    launch), after penalties where a row has them; any sampled row sends the batch the
+    long way."""
+    import titaninfer.kernels.argmax as argmax_mod
     import titaninfer.runner.sampler as sampler_mod
 
     monkeypatch.setattr(sampler_mod, "use_triton", lambda t: True)
-    calls = []
+    calls, argmaxes = [], []
     monkeypatch.setattr(Sampler, "_sample_fused",
                         lambda self, lg, rows: calls.append(len(rows)) or lg.argmax(dim=-1))
+    monkeypatch.setattr(argmax_mod, "greedy_argmax", lambda lg: argmaxes.append(len(lg)) or lg.argmax(dim=-1))
     logits = torch.tensor([[0.0, 5.0, 4.9, 1.0], [3.0, 3.0, 1.0, 0.0], [0.0, 1.0, 2.0, 2.5]])
     sampler = Sampler("cpu")
     toks, _ = sampler(logits, [row(temperature=0), row(temperature=0), row(temperature=0.7, top_k=1)])
-    assert toks == [1, 0, 3] and calls == []  # first index of a tie, as the fused kernel
+    assert toks == [1, 0, 3] and calls == [] and argmaxes == [3]  # first index of a tie
     toks, _ = sampler(logits[:1], [row(outputs=[1], temperature=0, presence_penalty=0.5)])
-    assert toks == [2] and calls == []  # the penalty changes the argmax: torch path
+    assert toks == [2] and calls == [] and argmaxes == [3, 1]  # the argmax of the penalised row
     sampler(logits, [row(temperature=0), row(temperature=0.8, seed=1), row(temperature=0)])
-    assert calls == [3]  # a sampled row: the fused kernel for all three
+    assert calls == [3] and argmaxes == [3, 1]  # a sampled row: the fused kernel for all three

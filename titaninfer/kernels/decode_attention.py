@@ -42,6 +42,7 @@ from titaninfer.kernels.triton_common import (
     pdl_launch_kwargs,
     pdl_mode,
     round_to,
+    zeroed_counters,
 )
 
 _MIN_TOKENS_PER_SPLIT = 256  # below this a split costs more in merging than it gains
@@ -171,24 +172,6 @@ def _merge_splits(part_o_ptr, part_lse_ptr, out_ptr, first, n_filled, b, heads, 
     tl.store(dst, round_to(res, out_ptr.dtype.element_ty, EMULATE_RNE), mask=g_ok[:, None])
 
 
-_tickets: dict[torch.device, torch.Tensor] = {}
-# Every counter buffer ever handed out stays alive: a CUDA graph captured with one keeps
-# its address, so a buffer replaced by a larger one must not be freed and reused.
-_retired_tickets: list[torch.Tensor] = []
-_MIN_TICKETS = 4096  # (sequence, KV head) pairs; splitting stops near 2 per SM anyway
-
-
-def split_tickets(device: torch.device, n: int) -> torch.Tensor:
-    """A zeroed int32 counter per (sequence, KV head) for the split kernels on `device`,
-    at least n of them. Allocated once (in the first, uncaptured warm-up step) and reused."""
-    buf = _tickets.get(device)
-    if buf is None or buf.numel() < n:
-        if buf is not None:
-            _retired_tickets.append(buf)
-        buf = _tickets[device] = torch.zeros(max(n, _MIN_TICKETS), dtype=torch.int32, device=device)
-    return buf
-
-
 def choose_num_splits(batch: int, num_kv_heads: int, max_context: int, num_sms: int) -> int:
     """Splits per (sequence, KV head): enough programs to cover the SMs, none shorter than
     _MIN_TOKENS_PER_SPLIT tokens. Static ints only, so the choice is CUDA-graph safe."""
@@ -256,7 +239,7 @@ def paged_decode_attention(
     if num_splits > 1:
         part_o = torch.empty((b, hq, num_splits, d), dtype=torch.float32, device=q.device)
         part_lse = torch.empty((b, hq, num_splits), dtype=torch.float32, device=q.device)
-        tickets = split_tickets(q.device, b * hk)
+        tickets = zeroed_counters(q.device, b * hk, "decode_attention")
     else:
         part_o = part_lse = tickets = out  # never touched: the kernel writes `out` directly
     pdl = pdl_mode(q.device)

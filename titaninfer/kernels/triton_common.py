@@ -118,3 +118,25 @@ def device_sms(device: torch.device) -> int:
     if device.type != "cuda":
         return DEFAULT_NUM_SMS
     return _num_sms(device.index if device.index is not None else torch.cuda.current_device())
+
+
+_counters: dict[tuple[str, torch.device], torch.Tensor] = {}
+# Every counter buffer handed out stays alive: a CUDA graph captured with one keeps its
+# address, so a buffer replaced by a larger one must never be freed and reused.
+_retired_counters: list[torch.Tensor] = []
+_MIN_COUNTERS = 4096
+
+
+def zeroed_counters(device: torch.device, n: int, owner: str) -> torch.Tensor:
+    """At least n int32 counters on `device`, zero, for `owner`'s ticket kernels (the last
+    program of a group to count itself in finishes the group's work, then zeroes its
+    counter). Invariant: every kernel leaves the counters it took at zero, and kernels
+    sharing an owner's buffer run in stream order. Allocated in the first, uncaptured,
+    warm-up call and reused."""
+    key = (owner, device)
+    buf = _counters.get(key)
+    if buf is None or buf.numel() < n:
+        if buf is not None:
+            _retired_counters.append(buf)
+        buf = _counters[key] = torch.zeros(max(n, _MIN_COUNTERS), dtype=torch.int32, device=device)
+    return buf

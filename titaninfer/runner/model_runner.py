@@ -114,6 +114,7 @@ class ModelRunner:
         """Compile, before the first request, every variant of the kernels whose constexprs
         depend on the batch: the sampler (one per power-of-two batch) and the decode split
         count (powers of two). Otherwise each compiles mid-run, stalling a step ~1 s."""
+        from titaninfer.kernels.argmax import greedy_argmax
         from titaninfer.kernels.decode_attention import _MAX_SPLITS, paged_decode_attention
         from titaninfer.kernels.sampling import sample_tokens
 
@@ -125,6 +126,7 @@ class ModelRunner:
             f = torch.zeros(b, dtype=torch.float32, device=self.device)
             i = torch.zeros(b, dtype=torch.int64, device=self.device)
             sample_tokens(logits, f, f, i, i)
+            greedy_argmax(logits)
             if b >= max_num_seqs:
                 break
             b *= 2

@@ -135,6 +135,10 @@ class Sampler:
         greedy_idx = [i for i, g in enumerate(greedy) if g]
         sample_idx = [i for i, g in enumerate(greedy) if not g]
         if len(greedy_idx) == n:
+            if use_triton(logits):  # one kernel over all of each row (torch's reduce: one block per row)
+                from titaninfer.kernels.argmax import greedy_argmax
+
+                return greedy_argmax(logits)
             return logits.argmax(dim=-1)
         if greedy_idx:
             gi = _idx(greedy_idx, logits.device)
