@@ -44,22 +44,16 @@ def linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
 def norm_linear(x: torch.Tensor, residual: torch.Tensor | None, norm: RMSNorm,
                 layer: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
     """(layer(norm(x + residual)), x + residual); without a residual the stream starts at x."""
-    if skinny_rows_ok(x):
-        from titaninfer.kernels.skinny_gemm import rmsnorm_prologue_pays, skinny_rmsnorm_linear
-
-        n, k = layer.weight.shape
-        if rmsnorm_prologue_pays(x.shape[0], n, k):
-            return skinny_rmsnorm_linear(x, residual, norm.weight, norm.eps, layer.weight, layer.bias)
-    h, new_residual = norm(x, residual)
-    return linear(h, layer), (x if new_residual is None else new_residual)
+    out, new_residual, _ = norm_linear_rope(x, residual, norm, layer, None)
+    return out, new_residual
 
 
 def norm_linear_rope(x: torch.Tensor, residual: torch.Tensor | None, norm: RMSNorm, layer: nn.Linear,
                      rope: RopeKVStore | None) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """norm_linear for a qkv projection, plus (third value True) the rotary and KV store of
-    `rope` in the same kernel when the skinny path runs: q and k of the output are then
+    """norm_linear, plus (third value True) the rotary and KV store of `rope` in the same
+    kernel where the skinny path runs and its tiles allow: q and k of the output are then
     rotated and the cache holds this step's k and v. False: the caller still has to."""
-    if rope is not None and skinny_rows_ok(x):
+    if skinny_rows_ok(x):
         from titaninfer.kernels.skinny_gemm import (
             rmsnorm_prologue_pays,
             rope_epilogue_fits,
@@ -68,14 +62,16 @@ def norm_linear_rope(x: torch.Tensor, residual: torch.Tensor | None, norm: RMSNo
         )
 
         m, (n, k) = x.shape[0], layer.weight.shape
-        if rope_epilogue_fits(m, n, k, rope.k_cache.shape[-1]):
-            if rmsnorm_prologue_pays(m, n, k):
-                out, new_residual = skinny_rmsnorm_linear(x, residual, norm.weight, norm.eps, layer.weight,
-                                                          layer.bias, rope=rope)
-                return out, new_residual, True
-            h, summed = norm(x, residual)
-            return skinny_linear(h, layer.weight, layer.bias, rope=rope), (x if summed is None else summed), True
-    return *norm_linear(x, residual, norm, layer), False
+        if rope is not None and not rope_epilogue_fits(m, n, k, rope.k_cache.shape[-1]):
+            rope = None
+        if rmsnorm_prologue_pays(m, n, k):
+            out, new_residual = skinny_rmsnorm_linear(x, residual, norm.weight, norm.eps, layer.weight,
+                                                      layer.bias, rope=rope)
+            return out, new_residual, rope is not None
+        h, summed = norm(x, residual)
+        return skinny_linear(h, layer.weight, layer.bias, rope=rope), (x if summed is None else summed), rope is not None
+    h, summed = norm(x, residual)
+    return F.linear(h, layer.weight, layer.bias), (x if summed is None else summed), False
 
 
 def silu_mul_linear(gate_up: torch.Tensor, layer: nn.Linear) -> torch.Tensor:

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,7 +47,7 @@ class PrefillGraphs:
     """One graph per bucket; inputs live in static buffers, filled by two copies per step."""
 
     def __init__(self, model: nn.Module, kv_caches: list[tuple[torch.Tensor, torch.Tensor]],
-                 max_blocks_per_seq: int, block_size: int, device: torch.device, pool=None,  # noqa: ANN001
+                 max_blocks_per_seq: int, block_size: int, device: torch.device, pool: Any = None,
                  buckets: tuple[int, ...] = BUCKETS) -> None:
         self.model = model
         self.kv_caches = kv_caches
@@ -69,7 +71,7 @@ class PrefillGraphs:
         self.block_tables = self._int[3:].view(1, max_blocks_per_seq)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.logits: dict[int, torch.Tensor] = {}
-        self.pool = pool
+        self.pool = pool  # the CUDA-graph memory pool, shared with the decode graphs
         self.capture_s = 0.0
 
     def _meta(self, tokens: int) -> AttentionMetadata:
@@ -108,7 +110,8 @@ class PrefillGraphs:
         return (len(hb.chunks) == 1 and hb.num_decodes == 0 and bucket_for(hb.num_tokens, self.buckets) is not None
                 and hb.block_tables.shape[1] <= self.max_blocks)
 
-    def run(self, hb: HostBatch, fill_placeholders=None) -> torch.Tensor | None:  # noqa: ANN001
+    def run(self, hb: HostBatch,
+            fill_placeholders: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor | None:
         """Replay the graph for hb (one prefill chunk); returns float32 logits [1, V] of its
         last token if the chunk samples (a view valid until the next replay), else None."""
         t = hb.num_tokens
