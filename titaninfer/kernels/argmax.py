@@ -3,8 +3,8 @@
 torch's argmax reduces a row in one thread block: 27.5 us for Llama-3-8B's 128,256 logits
 at batch 1 on an H200 (`titaninfer profile`), ~0.7% of its decode step. Here a program
 owns (row, chunk of CHUNK logits): it writes its chunk's max and the first index holding
-it, takes a ticket from the row's counter (CTA barrier, one acq_rel atomic at GPU scope,
-as the decode attention's merge) and the row's last program picks, among the chunk maxima,
+it, takes a ticket from the row's counter (`triton_common.last_to_arrive`, as the decode
+attention's merge) and the row's last program picks, among the chunk maxima,
 the largest value and for equal values the smallest index: the first index of the row's
 maximum, what `torch.argmax` returns, and zeroes the counter. Logits must be NaN-free.
 
@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from titaninfer.kernels.triton_common import zeroed_counters
+from titaninfer.kernels.triton_common import last_to_arrive, zeroed_counters
 
 CHUNK = 4096  # logits per program: 32 programs per row of a 128K vocabulary
 
@@ -32,8 +32,7 @@ def _argmax_kernel(logits_ptr, row_stride, vocab, n_rows, part_val_ptr, part_idx
     slot = row * NUM_CHUNKS + chunk
     tl.store(part_val_ptr + slot, tl.max(x, 0))
     tl.store(part_idx_ptr + slot, chunk * CHUNK + tl.argmax(x, 0, tie_break_left=True))
-    tl.debug_barrier()  # the partial stores precede the ticket
-    if tl.atomic_add(ticket_ptr + row, 1, sem="acq_rel", scope="gpu") == NUM_CHUNKS - 1:
+    if last_to_arrive(ticket_ptr + row, NUM_CHUNKS):
         k = tl.arange(0, CHUNKS_PAD)
         ok = k < NUM_CHUNKS
         vals = tl.load(part_val_ptr + row * NUM_CHUNKS + k, mask=ok, other=float("-inf"), cache_modifier=".cg")

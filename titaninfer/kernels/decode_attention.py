@@ -14,7 +14,7 @@ dependency hop in the decode step (measured on an H200 at batch 1 against a sepa
 kernel: TinyLlama 865 vs 881 us per step, Llama-3-8B 4,145 vs 4,147 us). With enough (b, h) pairs there is one split and each
 program writes the output directly.
 
-The ticket (memory ordering): every thread's partial stores, then a CTA barrier, then
+The ticket (`triton_common.last_to_arrive`): every thread's partial stores, then a CTA barrier, then
 one acq_rel atomic at GPU scope (release: the partials are visible before the count is;
 acquire: the last program sees all the others' partials); partials are read back with
 L1-bypassing loads. Counters are zero between kernels (the merger resets its own), so
@@ -39,6 +39,7 @@ from titaninfer.kernels.triton_common import (
     await_producer,
     check_paged_inputs,
     device_sms,
+    last_to_arrive,
     pdl_launch_kwargs,
     pdl_mode,
     round_to,
@@ -131,9 +132,8 @@ def _take_ticket_and_merge(part_o_ptr, part_lse_ptr, out_ptr, ticket_ptr, first,
                            NUM_SPLITS: tl.constexpr, MERGE_CHUNK: tl.constexpr, GROUP_PAD: tl.constexpr,
                            HEAD_DIM: tl.constexpr, EMULATE_RNE: tl.constexpr):
     """After this program's partial stores: count it in; the last split of (b, kvh) merges."""
-    tl.debug_barrier()  # every thread's partial stores precede the ticket
     ticket_at = ticket_ptr + b * tl.num_programs(1) + kvh
-    if tl.atomic_add(ticket_at, 1, sem="acq_rel", scope="gpu") == NUM_SPLITS - 1:
+    if last_to_arrive(ticket_at, NUM_SPLITS):
         # Splits past the context are empty (weight 0): merge only the filled ones.
         n_filled = tl.where(per_split > 0, tl.cdiv(seq_len, tl.maximum(per_split, 1)), 0)
         _merge_splits(part_o_ptr, part_lse_ptr, out_ptr, first, n_filled, b, heads, g_ok, d, o_s0, o_s1,

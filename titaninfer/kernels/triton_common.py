@@ -120,6 +120,17 @@ def device_sms(device: torch.device) -> int:
     return _num_sms(device.index if device.index is not None else torch.cuda.current_device())
 
 
+@triton.jit
+def last_to_arrive(counter_ptr, arrivals):
+    """Count this program in at counter_ptr (one of `zeroed_counters`); true for the last
+    of `arrivals` programs, which may then read what the others stored before arriving
+    (with .cg loads, past L1) and must zero the counter. The CTA barrier orders all of this
+    program's threads' stores before the count; the acq_rel atomic at GPU scope makes the
+    others' stores visible to the last arriver."""
+    tl.debug_barrier()
+    return tl.atomic_add(counter_ptr, 1, sem="acq_rel", scope="gpu") == arrivals - 1
+
+
 _counters: dict[tuple[str, torch.device], torch.Tensor] = {}
 # Every counter buffer handed out stays alive: a CUDA graph captured with one keeps its
 # address, so a buffer replaced by a larger one must never be freed and reused.

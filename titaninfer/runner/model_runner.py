@@ -126,10 +126,10 @@ class ModelRunner:
             f = torch.zeros(b, dtype=torch.float32, device=self.device)
             i = torch.zeros(b, dtype=torch.int64, device=self.device)
             sample_tokens(logits, f, f, i, i)
-            greedy_argmax(logits)
             if b >= max_num_seqs:
                 break
             b *= 2
+        greedy_argmax(logits[:1])  # one variant whatever the rows (n_rows is not specialised)
         k_cache, v_cache = self.kv_caches[0]
         hq, d = self.model_config.num_heads, k_cache.shape[-1]
         q = torch.zeros((1, hq, d), dtype=k_cache.dtype, device=self.device)
