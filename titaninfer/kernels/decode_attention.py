@@ -10,14 +10,14 @@ contiguous ranges handled by separate programs; each writes its normalised parti
 output and log-sum-exp, then takes a ticket from a per-(b, h) counter, and the program
 that finishes last merges them (out = sum_s w_s o_s / sum_s w_s, w_s = 2^(lse_s - max
 lse)) and resets the counter: no second kernel, so no second launch and no second
-dependency hop in the decode step (measured on an H200 at batch 1 against a separate merge
-kernel: TinyLlama 865 vs 881 us per step, Llama-3-8B 4,145 vs 4,147 us). With enough (b, h) pairs there is one split and each
-program writes the output directly.
+dependency hop in the decode step (measured on an H200 at batch 1 against a separate
+merge kernel: TinyLlama 865 vs 881 us per step, Llama-3-8B 4,145 vs 4,147 us). With
+enough (b, h) pairs there is one split and each program writes the output directly.
 
-The ticket (`triton_common.last_to_arrive`): every thread's partial stores, then a CTA barrier, then
-one acq_rel atomic at GPU scope (release: the partials are visible before the count is;
-acquire: the last program sees all the others' partials); partials are read back with
-L1-bypassing loads. Counters are zero between kernels (the merger resets its own), so
+The ticket (`triton_common.last_to_arrive`): every thread's partial stores, then a CTA
+barrier, then one acq_rel atomic at GPU scope (release: the partials are visible before
+the count is; acquire: the last program sees all the others' partials); partials are read
+back with L1-bypassing loads. Counters are zero between kernels (the merger resets its own), so
 kernels sharing them must run in stream order on one device, as the engine's do.
 
 CUDA graphs: the grid, NUM_SPLITS and the workspace size depend only on tensor shapes
