@@ -26,10 +26,7 @@ B="python -m titaninfer.bench"
 # Decode-latency A/B of tuning constants (benchmarks/with_overrides.py), one model per stage.
 K=titaninfer.kernels
 # A name starting "off" runs with TITANINFER_PDL=0.
-SG=$K.skinny_gemm
-VARIANTS=("base|" "pf8|$SG.L2_PREFETCH_BYTES=8388608" "pf24|$SG.L2_PREFETCH_BYTES=25165824"
-          "pf8-last|$SG.L2_PREFETCH_BYTES=8388608 $SG.L2_PREFETCH_EVICT_LAST=True"
-          "pf8-pps1|$SG.L2_PREFETCH_BYTES=8388608 $SG.L2_PREFETCH_PROGRAMS_PER_SM=1")
+VARIANTS=("base|" "eager-prefill|titaninfer.runner.prefill_graphs.ENABLED=False")
 variant_step() {  # variant_step PREFIX TIMEOUT "NAME|OVERRIDES" MODULE ARGS...: step PREFIX-NAME
   local prefix=$1 t=$2 name=${3%%|*} ovr=${3#*|} pdl=1
   shift 3

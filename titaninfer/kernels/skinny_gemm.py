@@ -48,10 +48,8 @@ from titaninfer.kernels.rotary import rotate_pair
 from titaninfer.kernels.triton_common import (
     DEFAULT_NUM_SMS,
     await_producer,
-    device_sms,
     pdl_launch_kwargs,
     pdl_mode,
-    prefetch_to_l2,
     round_to,
 )
 from titaninfer.kernels.triton_common import INTERPRET as _INTERPRET
@@ -215,30 +213,19 @@ def _rope_kv_epilogue(
     return y
 
 
-_PF_TILE = tl.constexpr(128)  # lines per prefetch round: one per thread at 4 warps
-
 # M changes with the batch: not specialised on, so one variant per (shape, BM bucket).
-@triton.jit(do_not_specialize=["M", "pf_programs", "pf_lines", "pf_first", "total_lines"])
+@triton.jit(do_not_specialize=["M"])
 def _skinny_gemm_kernel(
     x_ptr, w_ptr, b_ptr, out_ptr, res_ptr, nw_ptr, new_res_ptr,
     M, N, K, x_stride, eps,
     pos_ptr, cs_ptr, cs_s0, slot_ptr, kc_ptr, vc_ptr, kc_s0, kc_s1, kc_s2, vc_s0, vc_s1, vc_s2, kv_block,
-    q_size, kv_size, pf_programs, pf_lines, pf_first, total_lines,
+    q_size, kv_size,
     BM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     PROLOGUE: tl.constexpr, HAS_RES: tl.constexpr, HAS_BIAS: tl.constexpr,
     USE_DOT: tl.constexpr, EMULATE_RNE: tl.constexpr, PDL: tl.constexpr, PRELOAD: tl.constexpr,
-    ROPE: tl.constexpr, HEAD_DIM: tl.constexpr, PREFETCH: tl.constexpr, EVICT_LAST: tl.constexpr,
-    LINE_ELEMS: tl.constexpr,
+    ROPE: tl.constexpr, HEAD_DIM: tl.constexpr,
 ):
     pid = tl.program_id(0)
-    # The first programs ask L2 for the matrix's first bytes (see _prefetch_plan). Nested:
-    # the outer test is compile-time, so without PREFETCH no code is emitted.
-    if PREFETCH:  # noqa: SIM102
-        if pid < pf_programs:
-            first = pf_first + pid.to(tl.int64) * pf_lines
-            for l0 in range(0, pf_lines, _PF_TILE):
-                lines = tl.minimum(first + l0 + tl.arange(0, _PF_TILE), total_lines - 1)
-                prefetch_to_l2(w_ptr + lines * LINE_ELEMS, EVICT_LAST)
     lanes = tl.arange(0, BLOCK_N)
     rows = _output_rows(pid, lanes, q_size + kv_size, BLOCK_N, ROPE, HEAD_DIM)  # rows of W = output columns
     n_ok = rows < N
@@ -305,29 +292,6 @@ def _skinny_gemm_kernel(
                                 dtype, BLOCK_N, HEAD_DIM, EMULATE_RNE)
     out_offs = ms[:, None] * N + rows[None, :]
     tl.store(out_ptr + out_offs, round_to(acc, dtype, EMULATE_RNE), mask=m_ok[:, None] & n_ok[None, :])
-
-
-# L2 prefetch of the weights (0: off). Under PDL a GEMV's first programs become resident
-# while the kernels before it (attention, a norm) still run, with HBM mostly idle; those
-# programs ask L2 for the matrix's first L2_PREFETCH_BYTES, split among up to
-# L2_PREFETCH_PROGRAMS_PER_SM x SMs programs, so later programs find their weights in L2.
-L2_PREFETCH_BYTES = 0
-L2_PREFETCH_PROGRAMS_PER_SM = 4
-L2_PREFETCH_EVICT_LAST = False  # the prefetched lines' L2 eviction priority: evict_last, else normal
-
-
-def _prefetch_plan(grid: int, n: int, k: int, block_n: int, elem: int,
-                   device: torch.device) -> tuple[int, int, int, int]:
-    """(programs that prefetch, 128-byte lines each, first line, lines of W); programs 0
-    when off. The region starts after the prefetching programs' own rows (those they load
-    into registers anyway)."""
-    programs = min(grid, L2_PREFETCH_PROGRAMS_PER_SM * device_sms(device)) if device.type == "cuda" else 0
-    total_lines = triton.cdiv(n * k * elem, 128)
-    first_line = programs * block_n * k * elem // 128
-    budget_lines = min(total_lines - first_line, triton.cdiv(L2_PREFETCH_BYTES, 128))
-    if budget_lines <= 0 or programs == 0 or _INTERPRET:
-        return 0, 0, 0, 1
-    return programs, triton.cdiv(budget_lines, programs), first_line, total_lines
 
 
 def m_bucket(m: int) -> int:
@@ -428,8 +392,6 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, k:
     bm = max(16, m_bucket(m)) if cfg.use_dot else m_bucket(m)
     grid = (triton.cdiv(n, cfg.block_n),)
     pdl = pdl_mode(x.device)
-    pf_programs, pf_lines, pf_first, total_lines = _prefetch_plan(grid[0], n, k, cfg.block_n,
-                                                                  weight.element_size(), x.device)
     if rope is not None:
         kc, vc = rope.k_cache, rope.v_cache
         rope_args = (rope.positions, rope.cos_sin_cache, rope.cos_sin_cache.stride(0), rope.slot_mapping, kc, vc,
@@ -441,12 +403,11 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, k:
         x, weight, bias if bias is not None else weight, out,
         residual if residual is not None else x, norm_weight if norm_weight is not None else weight,
         new_res if new_res is not None else out,
-        m, n, k, x.stride(0), float(eps), *rope_args, pf_programs, pf_lines, pf_first, total_lines,
+        m, n, k, x.stride(0), float(eps), *rope_args,
         BM=bm, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
         PROLOGUE=prologue, HAS_RES=residual is not None, HAS_BIAS=bias is not None,
         USE_DOT=cfg.use_dot, EMULATE_RNE=_INTERPRET, PDL=pdl, PRELOAD=_PRELOAD_TILES,
-        ROPE=rope is not None, HEAD_DIM=head_dim, PREFETCH=pf_programs > 0, EVICT_LAST=L2_PREFETCH_EVICT_LAST,
-        LINE_ELEMS=128 // weight.element_size(),
+        ROPE=rope is not None, HEAD_DIM=head_dim,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages, **pdl_launch_kwargs(pdl),
     )
     return out, new_res

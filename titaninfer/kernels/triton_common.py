@@ -69,19 +69,6 @@ def await_producer(PDL: tl.constexpr):
         gdc_wait()
 
 
-@triton.jit
-def prefetch_to_l2(ptrs, EVICT_LAST: tl.constexpr):
-    """Ask L2 for the 128-byte lines holding `ptrs` (global memory): nothing waits for them
-    and no register holds them, so a program can cover far more bytes than it could load.
-    Inline PTX: GPU only (callers skip it under the interpreter)."""
-    if EVICT_LAST:
-        tl.inline_asm_elementwise("prefetch.global.L2::evict_last [$1];\n\tmov.u32 $0, 0;", "=r,l",
-                                  [ptrs.to(tl.int64)], dtype=tl.int32, is_pure=False, pack=1)
-    else:
-        tl.inline_asm_elementwise("prefetch.global.L2 [$1];\n\tmov.u32 $0, 0;", "=r,l",
-                                  [ptrs.to(tl.int64)], dtype=tl.int32, is_pure=False, pack=1)
-
-
 @functools.cache
 def _capability(device_index: int) -> tuple[int, int]:
     return torch.cuda.get_device_capability(device_index)
