@@ -26,7 +26,7 @@ B="python -m titaninfer.bench"
 # Decode-latency A/B of tuning constants (benchmarks/with_overrides.py), one model per stage.
 K=titaninfer.kernels
 # A name starting "off" runs with TITANINFER_PDL=0.
-VARIANTS=("base|" "eager-prefill|titaninfer.runner.prefill_graphs.ENABLED=False")
+VARIANTS=("base|" "silu-prologue|titaninfer.models.llama.SILU_IN_GATE_UP=False")
 variant_step() {  # variant_step PREFIX TIMEOUT "NAME|OVERRIDES" MODULE ARGS...: step PREFIX-NAME
   local prefix=$1 t=$2 name=${3%%|*} ovr=${3#*|} pdl=1
   shift 3
@@ -61,7 +61,7 @@ for stage in "$@"; do case $stage in
   e2e) step pytest-e2e-gpu 280 python -m pytest -q -s -m gpu tests/e2e/test_gpu.py ;;
   kernels) step pytest-kernels-gpu 90 python -m pytest -q -m gpu tests/kernels ;;
   kernels-all) step pytest-kernels-all-gpu 150 python -m pytest -q tests/kernels ;;
-  e2e-long) step pytest-e2e-gpu 250 python -m pytest -q -s -m gpu tests/e2e/test_gpu.py ;;
+  e2e-long) step pytest-e2e-gpu 300 python -m pytest -q -s -m gpu tests/e2e/test_gpu.py ;;
   skinny-tests) step pytest-skinny-gpu 60 python -m pytest -q tests/kernels/test_skinny_gemm.py ;;
   skinny-sweep) step skinny-sweep 200 python benchmarks/skinny_sweep.py --budget-s 140 --json "$OUT/skinny-sweep.json" ;;
   latency-ab) step latency-skinny 75 $B latency --engines titaninfer --no-progress \
@@ -74,6 +74,7 @@ for stage in "$@"; do case $stage in
              --model dummy:tinyllama-1.1b,dummy:llama3-8b --out "$OUT/packs/latency-pdl-off" --results-dir "$RESULTS/pdl-off" ;;
   replay-tiny) replay tinyllama-1.1b 35 ;;
   replay-8b) replay llama3-8b 45 ;;
+  replay-qwen) replay qwen3-0.6b 35 ;;
   variants-tiny) variants tinyllama-1.1b 45 ;;
   latency3-variants) latency3_variants ;;
   prefill-host) step prefill-host-tiny 90 python benchmarks/prefill_host_time.py --model dummy:tinyllama-1.1b ;
@@ -81,6 +82,7 @@ for stage in "$@"; do case $stage in
   rope-tests) step pytest-rope-gpu 100 python -m pytest -q tests/kernels/test_skinny_gemm.py tests/kernels/test_rotary.py \
              tests/kernels/test_decode_attention.py -k "rope or rotary or decode" ;;
   e2e-new) step pytest-e2e-new-gpu 150 python -m pytest -q -s tests/e2e/test_gpu.py -k "prefill_graph or rope" ;;
+  silu-tests) step pytest-silu-gpu 90 python -m pytest -q tests/kernels/test_skinny_gemm.py -k silu ;;
   variants-8b) variants llama3-8b 60 ;;
   rotary-tests) step pytest-rotary-gpu 60 python -m pytest -q tests/kernels/test_rotary.py ;;
   e2e-qwen) step pytest-e2e-qwen-gpu 90 python -m pytest -q -s -m gpu tests/e2e/test_gpu.py -k "qwen3 or no_kernel_compiles" ;;

@@ -162,28 +162,37 @@ def test_no_kernel_compiles_after_startup() -> None:
     torch.cuda.empty_cache()
 
 
+def _greedy_runs(shape: str, prompts: list[list[int]], max_num_seqs: int, batched: bool,
+                 alone: int) -> dict[bool, list[list[int]]]:
+    """Greedy tokens (32 per prompt) of a dummy model under CUDA graphs (False) and eagerly
+    (True): the prompts in one batch if `batched`, then the first `alone` of them one at a
+    time (batch-1 steps take the GEMV path). Reads the settings of the moment (env, switches)."""
+    params = SamplingParams(temperature=0.0, max_tokens=32, ignore_eos=True)
+    runs = {}
+    for eager in (False, True):
+        llm = LLM(f"dummy:{shape}", device="cuda", enforce_eager=eager, gpu_memory_utilization=0.3,
+                  max_num_seqs=max_num_seqs)
+        tokens = [o.outputs[0].token_ids for o in llm.generate(prompts, params)] if batched else []
+        tokens += [llm.generate([p], params)[0].outputs[0].token_ids for p in prompts[:alone]]
+        runs[eager] = tokens
+        del llm
+        torch.cuda.empty_cache()
+    return runs
+
+
 @pytest.mark.parametrize("shape", ["tinyllama-1.1b", "qwen3-0.6b"])
 def test_programmatic_dependent_launch_changes_no_token(shape: str, monkeypatch) -> None:
     """PDL only lets a kernel start early: with it on, every kernel waits for its producer
     before reading, so greedy tokens are those of PDL off, bit for bit. Batched (cuBLAS
     projections) and alone (the GEMV path, where weights load before the wait), under
     CUDA graphs and eagerly. A missing wait would read half-written activations."""
-    vocab = dummy_hf_config(shape)["vocab_size"]
-    prompts = _prompts(8, vocab, seed=4)
-    params = SamplingParams(temperature=0.0, max_tokens=32, ignore_eos=True)
+    prompts = _prompts(8, dummy_hf_config(shape)["vocab_size"], seed=4)
     runs = {}
     for pdl in ("0", "1"):
         monkeypatch.setenv("TITANINFER_PDL", pdl)
-        for eager in (False, True):
-            llm = LLM(f"dummy:{shape}", device="cuda", enforce_eager=eager, gpu_memory_utilization=0.3,
-                      max_num_seqs=16)
-            batched = [o.outputs[0].token_ids for o in llm.generate(prompts, params)]
-            alone = [llm.generate([p], params)[0].outputs[0].token_ids for p in prompts[:3]]
-            runs[pdl, eager] = (batched, alone)
-            del llm
-            torch.cuda.empty_cache()
+        runs[pdl] = _greedy_runs(shape, prompts, max_num_seqs=16, batched=True, alone=3)
     for eager in (False, True):
-        assert runs["1", eager] == runs["0", eager], f"eager={eager}"
+        assert runs["1"][eager] == runs["0"][eager], f"eager={eager}"
 
 
 @pytest.mark.parametrize("shape", ["tinyllama-1.1b", "llama3-8b"])
@@ -193,20 +202,29 @@ def test_rope_in_the_qkv_projection_changes_no_token(shape: str, monkeypatch) ->
     eagerly. Checked against the separate rotary kernel."""
     import titaninfer.models.llama as llama
 
-    vocab = dummy_hf_config(shape)["vocab_size"]
-    prompts = _prompts(3, vocab, seed=5)
-    params = SamplingParams(temperature=0.0, max_tokens=32, ignore_eos=True)
+    prompts = _prompts(3, dummy_hf_config(shape)["vocab_size"], seed=5)
     runs = {}
     for fused in (True, False):
         monkeypatch.setattr(llama, "ROPE_IN_QKV_PROJECTION", fused)
-        for eager in (False, True):
-            llm = LLM(f"dummy:{shape}", device="cuda", enforce_eager=eager, gpu_memory_utilization=0.3,
-                      max_num_seqs=4)
-            runs[fused, eager] = [llm.generate([p], params)[0].outputs[0].token_ids for p in prompts]
-            del llm
-            torch.cuda.empty_cache()
+        runs[fused] = _greedy_runs(shape, prompts, max_num_seqs=4, batched=False, alone=3)
     for eager in (False, True):
-        assert runs[True, eager] == runs[False, eager], f"eager={eager}"
+        assert runs[True][eager] == runs[False][eager], f"eager={eager}"
+
+
+@pytest.mark.parametrize("shape", ["tinyllama-1.1b", "qwen3-0.6b"])
+def test_silu_in_the_gate_up_projection_changes_no_token(shape: str, monkeypatch) -> None:
+    """At batch 1 the gate_up GEMV applies silu(gate) * up itself (Qwen3: after its RMSNorm
+    prologue) instead of the down GEMV's prologue: the same roundings, so the same greedy
+    tokens, under CUDA graphs and eagerly."""
+    import titaninfer.models.llama as llama
+
+    prompts = _prompts(3, dummy_hf_config(shape)["vocab_size"], seed=6)
+    runs = {}
+    for fused in (True, False):
+        monkeypatch.setattr(llama, "SILU_IN_GATE_UP", fused)
+        runs[fused] = _greedy_runs(shape, prompts, max_num_seqs=4, batched=False, alone=3)
+    for eager in (False, True):
+        assert runs[True][eager] == runs[False][eager], f"eager={eager}"
 
 
 def test_prefill_graph_matches_eager_prefill() -> None:

@@ -15,6 +15,7 @@ from titaninfer.kernels.skinny_gemm import (  # noqa: E402
     SkinnyConfig,
     pick_config,
     skinny_linear,
+    skinny_linear_silu_mul,
     skinny_rmsnorm_linear,
     skinny_silu_mul_linear,
 )
@@ -59,6 +60,50 @@ def test_skinny_silu_mul_linear(m, n, k, config, device, poison_empty):
     w = (torch.randn(n, k, device=device) / k ** 0.5).to(dtype)
     out = skinny_silu_mul_linear(gu, w, config=config)
     _assert_one_rounding(out, _matmul_ref(silu_and_mul_ref(gu), w, None))
+
+
+@pytest.mark.parametrize("m,i,k", [(1, 24, 96), (1, 37, 70), (5, 30, 100)])  # I = 37: a partial program
+@pytest.mark.parametrize("config", [None, SMALL, DOT], ids=["picked", "elementwise", "dot"])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_skinny_linear_silu_mul_epilogue(m, i, k, config, with_bias, device, poison_empty):
+    """silu(gate) * up of a [gate | up] projection in the GEMV's epilogue: bit for bit the
+    plain projection (same tiles) followed by `silu_and_mul_ref`, i.e. what the down
+    projection's SiLU prologue computed from the stored gate_up."""
+    torch.manual_seed(m * 100 + i)
+    dtype = torch.bfloat16
+    x = torch.randn(m, k, device=device).to(dtype)
+    w = (torch.randn(2 * i, k, device=device) / k ** 0.5 * 3).to(dtype)
+    b = torch.randn(2 * i, device=device).to(dtype) if with_bias else None
+    act = skinny_linear_silu_mul(x, w, b, config=config)
+    assert act.shape == (m, i)
+    assert torch.equal(act, silu_and_mul_ref(skinny_linear(x, w, b, config=config)))
+    ref = silu_and_mul_ref(_matmul_ref(x, w, b))  # independent: double-precision projection
+    torch.testing.assert_close(act.float(), ref.float(), rtol=3 * 2**-7, atol=0.02)
+
+
+@pytest.mark.parametrize("config", [None, SMALL], ids=["picked", "elementwise"])
+def test_skinny_rmsnorm_linear_silu_mul(config, device, poison_empty):
+    """Norm prologue and SiLU epilogue together (Qwen3's gate_up at batch 1)."""
+    torch.manual_seed(5)
+    m, i, k, dtype = 1, 20, 96, torch.bfloat16
+    x = (torch.randn(m, k, device=device) * 3).to(dtype)
+    res = torch.randn(m, k, device=device).to(dtype)
+    nw = (1 + torch.randn(k, device=device) * 0.1).to(dtype)
+    w = (torch.randn(2 * i, k, device=device) / k ** 0.5 * 3).to(dtype)
+    act, new_res = skinny_rmsnorm_linear(x, res, nw, 1e-6, w, None, config=config, silu_mul=True)
+    gate_up, plain_res = skinny_rmsnorm_linear(x, res, nw, 1e-6, w, None, config=config)
+    assert torch.equal(act, silu_and_mul_ref(gate_up)) and torch.equal(new_res, plain_res)
+    with pytest.raises(ValueError, match="even"):
+        skinny_linear_silu_mul(x, w[:-1], config=config)
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("i,k", [(5632, 2048), (3072, 1024), (14336, 4096)])  # TinyLlama, Qwen3, Llama-3-8B
+def test_skinny_linear_silu_mul_model_shapes_gpu(i, k):
+    x = torch.randn(1, k, device="cuda").to(torch.bfloat16)
+    w = (torch.randn(2 * i, k, device="cuda") / k ** 0.5 * 3).to(torch.bfloat16)
+    assert torch.equal(skinny_linear_silu_mul(x, w), silu_and_mul_ref(skinny_linear(x, w)))
 
 
 @pytest.mark.parametrize("m,n,k", [(1, 40, 128), (6, 29, 100)])

@@ -27,6 +27,12 @@ kernel's launch and its round trip. A rotation pairs output dim j of a head with
 j + D/2, so in the q/k rows a program owns BLOCK_N/2 such pairs (rows j.. and j+D/2.. of
 one head) instead of BLOCK_N consecutive rows; the output keeps its layout.
 
+Or, after a [gate | up] projection (`skinny_linear_silu_mul`, epilogue): silu(gate) * up,
+so the output is half as wide and the down projection reads finished activations
+(otherwise each of its programs recomputes the SiLU of the whole row). A program then owns
+BLOCK_N/2 gate rows j.. and the matching up rows I + j.. and rounds as the separate ops
+do: gate and up to the dtype first, then silu(gate) * up once (`silu_and_mul_ref`).
+
 The first `_PRELOAD_TILES` weight tiles are loaded before the kernel waits for its input
 (`await_producer`): under programmatic dependent launch they stream in while the kernel
 before is still running (docs/kernels.md has the measurements).
@@ -89,6 +95,13 @@ class RopeKVStore:
 
 
 @triton.jit
+def _silu_mul(gate, up):
+    """silu(gate) * up in float32: the one expression of the prologue and the epilogue, so
+    both round alike."""
+    return gate / (1.0 + tl.exp(-gate)) * up
+
+
+@triton.jit
 def _load_input(x_ptr, res_ptr, nw_ptr, new_res_ptr, ms, m_ok, ks, k_ok, x_stride, K, rstd, store_res_rows,
                 dtype: tl.constexpr, PROLOGUE: tl.constexpr, HAS_RES: tl.constexpr,
                 EMULATE_RNE: tl.constexpr):
@@ -98,7 +111,7 @@ def _load_input(x_ptr, res_ptr, nw_ptr, new_res_ptr, ms, m_ok, ks, k_ok, x_strid
     if PROLOGUE == 1:
         gate = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         up = tl.load(x_ptr + offs + K, mask=mask, other=0.0).to(tl.float32)
-        return round_to(gate / (1.0 + tl.exp(-gate)) * up, dtype, EMULATE_RNE).to(tl.float32)
+        return round_to(_silu_mul(gate, up), dtype, EMULATE_RNE).to(tl.float32)
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     if PROLOGUE == 2:
         if HAS_RES:
@@ -147,11 +160,17 @@ def _tile_step(acc, w, k0, x_ptr, res_ptr, nw_ptr, new_res_ptr, ms, m_ok, x_stri
 
 
 @triton.jit
-def _output_rows(pid, lanes, n_rotated, BLOCK_N: tl.constexpr, ROPE: tl.constexpr, HEAD_DIM: tl.constexpr):
+def _output_rows(pid, lanes, n_rotated, gate_size, BLOCK_N: tl.constexpr, ROPE: tl.constexpr,
+                 HEAD_DIM: tl.constexpr, SILU_MUL: tl.constexpr):
     """Rows of W (= output columns) of program pid: BLOCK_N consecutive ones, except the
     first n_rotated (q and k) under ROPE: BLOCK_N/2 rotation pairs, lanes l and l + BLOCK_N/2
-    on dims j and j + D/2 of one head (BLOCK_N divides D, so a program stays in one head)."""
+    on dims j and j + D/2 of one head (BLOCK_N divides D, so a program stays in one head);
+    and under SILU_MUL: gate rows j.. on lanes l < BLOCK_N/2, up rows gate_size + j.. on
+    lanes l + BLOCK_N/2."""
     plain = pid.to(tl.int64) * BLOCK_N + lanes
+    if SILU_MUL:
+        HALF: tl.constexpr = BLOCK_N // 2
+        return pid.to(tl.int64) * HALF + lanes % HALF + (lanes // HALF) * gate_size
     if ROPE:
         HALF_N: tl.constexpr = BLOCK_N // 2
         HALF_D: tl.constexpr = HEAD_DIM // 2
@@ -179,6 +198,15 @@ def _rope_operands(rows, ms, m_ok, pos_ptr, cs_ptr, cs_s0, slot_ptr, BM: tl.cons
 
 
 @triton.jit
+def _partner_lanes(y, lanes, BLOCK_N: tl.constexpr):
+    """y [BM, BLOCK_N] -> each lane's partner's value (lane l +/- BLOCK_N/2), picked by a
+    [BLOCK_N, BLOCK_N] selection: exact (a sum of one value and zeros) and tiny."""
+    partner = (lanes + BLOCK_N // 2) % BLOCK_N
+    pick = lanes[None, :] == partner[:, None]
+    return tl.sum(tl.where(pick[None, :, :], y[:, None, :], 0.0), axis=2)
+
+
+@triton.jit
 def _rope_kv_epilogue(
     y, rows, lanes, m_ok, n_ok, q_size, kv_size, cos, sin, slot,
     kc_ptr, vc_ptr, kc_s0, kc_s1, kc_s2, vc_s0, vc_s1, vc_s2, kv_block,
@@ -187,13 +215,8 @@ def _rope_kv_epilogue(
     """y: [BM, BLOCK_N] projection outputs (float32, representable in dtype) on `rows`.
     Rotates the q/k rows (rounded once, as `rotary_ref`), stores k and v rows at their
     slots in the caches and returns the values for the output."""
-    HALF_N: tl.constexpr = BLOCK_N // 2
     HALF_D: tl.constexpr = HEAD_DIM // 2
-    # Each lane's rotation partner (lane l +/- BLOCK_N/2), picked by a [BLOCK_N, BLOCK_N]
-    # selection: exact (a sum of one value and zeros) and tiny.
-    partner = (lanes + HALF_N) % BLOCK_N
-    pick = lanes[None, :] == partner[:, None]
-    y_partner = tl.sum(tl.where(pick[None, :, :], y[:, None, :], 0.0), axis=2)
+    y_partner = _partner_lanes(y, lanes, BLOCK_N)
     upper = ((rows % HEAD_DIM) >= HALF_D)[None, :]
     rot = rotate_pair(y, tl.where(upper, -y_partner, y_partner), cos, sin)  # as the rotary kernel rounds
     y = tl.where((rows < q_size + kv_size)[None, :], round_to(rot, dtype, EMULATE_RNE).to(tl.float32), y)
@@ -219,16 +242,19 @@ def _skinny_gemm_kernel(
     x_ptr, w_ptr, b_ptr, out_ptr, res_ptr, nw_ptr, new_res_ptr,
     M, N, K, x_stride, eps,
     pos_ptr, cs_ptr, cs_s0, slot_ptr, kc_ptr, vc_ptr, kc_s0, kc_s1, kc_s2, vc_s0, vc_s1, vc_s2, kv_block,
-    q_size, kv_size,
+    q_size, kv_size, gate_size,
     BM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     PROLOGUE: tl.constexpr, HAS_RES: tl.constexpr, HAS_BIAS: tl.constexpr,
     USE_DOT: tl.constexpr, EMULATE_RNE: tl.constexpr, PDL: tl.constexpr, PRELOAD: tl.constexpr,
-    ROPE: tl.constexpr, HEAD_DIM: tl.constexpr,
+    ROPE: tl.constexpr, HEAD_DIM: tl.constexpr, SILU_MUL: tl.constexpr,
 ):
     pid = tl.program_id(0)
     lanes = tl.arange(0, BLOCK_N)
-    rows = _output_rows(pid, lanes, q_size + kv_size, BLOCK_N, ROPE, HEAD_DIM)  # rows of W = output columns
-    n_ok = rows < N
+    rows = _output_rows(pid, lanes, q_size + kv_size, gate_size, BLOCK_N, ROPE, HEAD_DIM, SILU_MUL)  # rows of W
+    if SILU_MUL:  # lane l's gate/up pair: pid * BLOCK_N/2 + l % (BLOCK_N/2), real below gate_size
+        n_ok = (pid.to(tl.int64) * (BLOCK_N // 2) + lanes % (BLOCK_N // 2)) < gate_size
+    else:
+        n_ok = rows < N
     ms = tl.arange(0, BM)
     m_ok = ms < M
     dtype = out_ptr.dtype.element_ty
@@ -290,8 +316,16 @@ def _skinny_gemm_kernel(
                                 q_size, kv_size, cos, sin, slot, kc_ptr, vc_ptr,
                                 kc_s0, kc_s1, kc_s2, vc_s0, vc_s1, vc_s2, kv_block,
                                 dtype, BLOCK_N, HEAD_DIM, EMULATE_RNE)
-    out_offs = ms[:, None] * N + rows[None, :]
-    tl.store(out_ptr + out_offs, round_to(acc, dtype, EMULATE_RNE), mask=m_ok[:, None] & n_ok[None, :])
+    if SILU_MUL:
+        # gate and up round as the projection's output would, then silu(gate) * up once.
+        y = round_to(acc, dtype, EMULATE_RNE).to(tl.float32)
+        act = _silu_mul(y, _partner_lanes(y, lanes, BLOCK_N))
+        gate_lane = lanes < BLOCK_N // 2
+        tl.store(out_ptr + ms[:, None] * gate_size + rows[None, :], round_to(act, dtype, EMULATE_RNE),
+                 mask=m_ok[:, None] & (n_ok & gate_lane)[None, :])
+    else:
+        out_offs = ms[:, None] * N + rows[None, :]
+        tl.store(out_ptr + out_offs, round_to(acc, dtype, EMULATE_RNE), mask=m_ok[:, None] & n_ok[None, :])
 
 
 def m_bucket(m: int) -> int:
@@ -378,19 +412,21 @@ def _check_rope(rope: RopeKVStore, m: int, n: int) -> int:
 def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, k: int, prologue: int,
             residual: torch.Tensor | None = None, norm_weight: torch.Tensor | None = None,
             eps: float = 0.0, config: SkinnyConfig | None = None,
-            rope: RopeKVStore | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+            rope: RopeKVStore | None = None, silu_mul: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     _check(x, weight, k)
     m, n = x.shape[0], weight.shape[0]
     head_dim = _check_rope(rope, m, n) if rope is not None else 2
-    out = torch.empty((m, n), dtype=x.dtype, device=x.device)
+    out = torch.empty((m, n // 2 if silu_mul else n), dtype=x.dtype, device=x.device)
     new_res = torch.empty((m, k), dtype=x.dtype, device=x.device) if residual is not None else None
     if m == 0:
         return out, new_res
     cfg = config or pick_config(m, n, k)
     if rope is not None and not rope_epilogue_fits(m, n, k, head_dim, cfg):
         raise ValueError(f"rope epilogue: BLOCK_N={cfg.block_n} must be even and divide head dim {head_dim}")
+    if silu_mul and (cfg.block_n % 2 or n % 2):
+        raise ValueError(f"SiLU epilogue: BLOCK_N={cfg.block_n} and N={n} must be even")
     bm = max(16, m_bucket(m)) if cfg.use_dot else m_bucket(m)
-    grid = (triton.cdiv(n, cfg.block_n),)
+    grid = (triton.cdiv(n // 2, cfg.block_n // 2),) if silu_mul else (triton.cdiv(n, cfg.block_n),)
     pdl = pdl_mode(x.device)
     if rope is not None:
         kc, vc = rope.k_cache, rope.v_cache
@@ -403,11 +439,11 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, k:
         x, weight, bias if bias is not None else weight, out,
         residual if residual is not None else x, norm_weight if norm_weight is not None else weight,
         new_res if new_res is not None else out,
-        m, n, k, x.stride(0), float(eps), *rope_args,
+        m, n, k, x.stride(0), float(eps), *rope_args, n // 2,
         BM=bm, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
         PROLOGUE=prologue, HAS_RES=residual is not None, HAS_BIAS=bias is not None,
         USE_DOT=cfg.use_dot, EMULATE_RNE=_INTERPRET, PDL=pdl, PRELOAD=_PRELOAD_TILES,
-        ROPE=rope is not None, HEAD_DIM=head_dim,
+        ROPE=rope is not None, HEAD_DIM=head_dim, SILU_MUL=silu_mul,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages, **pdl_launch_kwargs(pdl),
     )
     return out, new_res
@@ -417,6 +453,12 @@ def skinny_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
                   config: SkinnyConfig | None = None, rope: RopeKVStore | None = None) -> torch.Tensor:
     """F.linear(x, weight, bias) for x [M <= MAX_M, K]; with `rope`, then the rotary and KV store."""
     return _launch(x, weight, bias, x.shape[-1], PROLOGUE_NONE, config=config, rope=rope)[0]
+
+
+def skinny_linear_silu_mul(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                           config: SkinnyConfig | None = None) -> torch.Tensor:
+    """silu_and_mul(F.linear(x, weight, bias)) for a [gate | up] weight [2I, K]: [M, I]."""
+    return _launch(x, weight, bias, x.shape[-1], PROLOGUE_NONE, config=config, silu_mul=True)[0]
 
 
 def skinny_silu_mul_linear(gate_up: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
@@ -430,10 +472,11 @@ def skinny_silu_mul_linear(gate_up: torch.Tensor, weight: torch.Tensor, bias: to
 def skinny_rmsnorm_linear(
     x: torch.Tensor, residual: torch.Tensor | None, norm_weight: torch.Tensor, eps: float,
     weight: torch.Tensor, bias: torch.Tensor | None = None, config: SkinnyConfig | None = None,
-    rope: RopeKVStore | None = None,
+    rope: RopeKVStore | None = None, silu_mul: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(F.linear(rmsnorm(x + residual) * norm_weight, weight, bias), x + residual); with
-    `rope`, the rotary and KV store follow the projection.
+    `rope`, the rotary and KV store follow the projection; with `silu_mul`, the SiLU-and-mul
+    of a [gate | up] output (as `skinny_linear_silu_mul`).
 
     Without a residual the second value is x itself (the residual stream starts there)."""
     k = x.shape[-1]
@@ -442,5 +485,5 @@ def skinny_rmsnorm_linear(
     if residual is not None and (residual.shape != x.shape or not residual.is_contiguous()):
         raise ValueError(f"skinny_rmsnorm_linear: residual {tuple(residual.shape)} must be a contiguous {tuple(x.shape)}")
     out, new_res = _launch(x, weight, bias, k, PROLOGUE_RMSNORM, residual, norm_weight.contiguous(), eps, config,
-                           rope)
+                           rope, silu_mul)
     return out, (new_res if new_res is not None else x)

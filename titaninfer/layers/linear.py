@@ -74,6 +74,27 @@ def norm_linear_rope(x: torch.Tensor, residual: torch.Tensor | None, norm: RMSNo
     return F.linear(h, layer.weight, layer.bias), (x if summed is None else summed), False
 
 
+def norm_linear_silu_mul(x: torch.Tensor, residual: torch.Tensor | None, norm: RMSNorm,
+                         layer: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
+    """(silu_and_mul(layer(norm(x + residual))), x + residual) for a [gate | up] layer: the
+    activations [T, I] the down projection takes. On the skinny path the SiLU-and-mul is
+    the GEMV's epilogue (and the norm its prologue where that pays); elsewhere its own op."""
+    if skinny_rows_ok(x):
+        from titaninfer.kernels.skinny_gemm import (
+            rmsnorm_prologue_pays,
+            skinny_linear_silu_mul,
+            skinny_rmsnorm_linear,
+        )
+
+        m, (n, k) = x.shape[0], layer.weight.shape
+        if rmsnorm_prologue_pays(m, n, k):
+            return skinny_rmsnorm_linear(x, residual, norm.weight, norm.eps, layer.weight, layer.bias, silu_mul=True)
+        h, summed = norm(x, residual)
+        return skinny_linear_silu_mul(h, layer.weight, layer.bias), (x if summed is None else summed)
+    gate_up, new_residual = norm_linear(x, residual, norm, layer)
+    return silu_and_mul(gate_up), new_residual
+
+
 def silu_mul_linear(gate_up: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
     """layer(silu(gate) * up) for gate_up = [gate | up]."""
     if skinny_rows_ok(gate_up):

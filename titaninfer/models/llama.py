@@ -18,7 +18,13 @@ from titaninfer.kernels.reference import rotary_ref
 from titaninfer.layers.attention import paged_attention
 from titaninfer.layers.attention_metadata import AttentionMetadata
 from titaninfer.layers.dispatch import use_triton
-from titaninfer.layers.linear import linear, norm_linear, norm_linear_rope, silu_mul_linear
+from titaninfer.layers.linear import (
+    linear,
+    norm_linear,
+    norm_linear_rope,
+    norm_linear_silu_mul,
+    silu_mul_linear,
+)
 from titaninfer.layers.norm import RMSNorm
 from titaninfer.layers.rotary import RotaryEmbedding
 
@@ -30,6 +36,9 @@ KVCache = tuple[torch.Tensor, torch.Tensor]  # (k_cache, v_cache) of one layer
 # Rotary + KV store in the qkv projection's epilogue where the GEMV path runs (batch 1):
 # one kernel fewer per layer. False: the separate rotary kernel (A/B, debugging).
 ROPE_IN_QKV_PROJECTION = True
+# SiLU-and-mul in the gate_up GEMV's epilogue (computed once per activation) instead of in
+# the down GEMV's prologue (recomputed by each of its programs). False: the prologue (A/B).
+SILU_IN_GATE_UP = True
 
 
 class Attention(nn.Module):
@@ -98,10 +107,15 @@ class MLP(nn.Module):
         self.gate_up_proj = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
 
-    def forward(self, gate_up: torch.Tensor) -> torch.Tensor:
-        """gate_up: the fused gate/up projection [T, 2I] (computed by the decoder layer, with
-        the post-attention norm fused in) -> down projection [T, H]."""
-        return silu_mul_linear(gate_up, self.down_proj)
+    def forward(self, h: torch.Tensor, residual: torch.Tensor, norm: RMSNorm) -> tuple[torch.Tensor, torch.Tensor]:
+        """(down(silu(gate) * up) of norm(h + residual), the new residual stream h + residual).
+        The SiLU-and-mul runs in the gate_up projection's epilogue or the down projection's
+        prologue (SILU_IN_GATE_UP) where the GEMV path runs; as its own op elsewhere."""
+        if SILU_IN_GATE_UP:
+            act, residual = norm_linear_silu_mul(h, residual, norm, self.gate_up_proj)
+            return linear(act, self.down_proj), residual
+        gate_up, residual = norm_linear(h, residual, norm, self.gate_up_proj)
+        return silu_mul_linear(gate_up, self.down_proj), residual
 
 
 class DecoderLayer(nn.Module):
@@ -120,8 +134,7 @@ class DecoderLayer(nn.Module):
         rope = self.self_attn.rope_kv_store(positions, kv_cache, meta)
         qkv, residual, rotated = norm_linear_rope(x, residual, self.input_layernorm, self.self_attn.qkv_proj, rope)
         h = self.self_attn(positions, qkv, kv_cache, meta, rotated)
-        gate_up, residual = norm_linear(h, residual, self.post_attention_layernorm, self.mlp.gate_up_proj)
-        return self.mlp(gate_up), residual
+        return self.mlp(h, residual, self.post_attention_layernorm)
 
 
 class LlamaForCausalLM(nn.Module):

@@ -10,8 +10,11 @@ chunks, run eagerly.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -21,6 +24,23 @@ from titaninfer.layers.attention_metadata import AttentionMetadata
 from titaninfer.runner.batch import HostBatch
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def capture_graph(forward: Callable[[], T], device: torch.device, pool: Any) -> tuple[torch.cuda.CUDAGraph, T, Any]:
+    """Capture one call of `forward` into a CUDA graph on the memory pool `pool` (None: the
+    graph's own). Two uncaptured calls first (Triton compiles, cuBLAS picks its kernels,
+    lazily allocated buffers exist), so the capture records only kernel launches.
+    Returns (graph, forward's output, living in the pool, the pool). Capture the largest
+    shape first: smaller graphs then reuse its memory."""
+    for _ in range(2):
+        forward()
+    torch.cuda.synchronize(device)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, pool=pool):
+        out = forward()
+    return graph, out, pool if pool is not None else graph.pool()
 
 
 def default_capture_sizes(max_num_seqs: int) -> list[int]:
@@ -76,15 +96,8 @@ class DecodeGraphs:
         t0 = time.perf_counter()
         self.seq_lens.fill_(1)  # capture-time values: every row attends to one token
         for bs in reversed(self.sizes):  # largest first so smaller graphs reuse its pool
-            for _ in range(2):  # warm up: Triton compiles, cuBLAS picks its kernels
-                self._forward(bs)
-            torch.cuda.synchronize(self.device)
-            g = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(g, pool=self.pool):
-                self.logits[bs] = self._forward(bs)
-            if self.pool is None:
-                self.pool = g.pool()
-            self.graphs[bs] = g
+            forward = functools.partial(self._forward, bs)
+            self.graphs[bs], self.logits[bs], self.pool = capture_graph(forward, self.device, self.pool)
         self.seq_lens.zero_()
         torch.cuda.synchronize(self.device)
         self.capture_s = time.perf_counter() - t0

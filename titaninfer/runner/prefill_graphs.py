@@ -17,6 +17,7 @@ same function; tests/e2e/test_gpu.py bounds the difference).
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from torch import nn
 
 from titaninfer.layers.attention_metadata import AttentionMetadata
 from titaninfer.runner.batch import HostBatch
+from titaninfer.runner.cuda_graph import capture_graph
 
 logger = logging.getLogger(__name__)
 
@@ -93,15 +95,8 @@ class PrefillGraphs:
         for tokens in reversed(self.buckets):  # largest first: smaller graphs reuse its memory
             self.query_start_loc[1] = tokens
             self.seq_lens.fill_(tokens)
-            for _ in range(2):  # warm up: Triton compiles, cuBLAS picks its kernels
-                self._forward(tokens)
-            torch.cuda.synchronize(self.device)
-            g = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(g, pool=self.pool):
-                self.logits[tokens] = self._forward(tokens)
-            if self.pool is None:
-                self.pool = g.pool()
-            self.graphs[tokens] = g
+            self.graphs[tokens], self.logits[tokens], self.pool = capture_graph(
+                functools.partial(self._forward, tokens), self.device, self.pool)
         torch.cuda.synchronize(self.device)
         self.capture_s = time.perf_counter() - t0
         logger.info("captured %d prefill graphs (tokens %s) in %.1f s", len(self.buckets), self.buckets, self.capture_s)
