@@ -60,7 +60,7 @@ for stage in "$@"; do case $stage in
   ceilings) step ceilings 60 $B ceilings ;;
   e2e) step pytest-e2e-gpu 280 python -m pytest -q -s -m gpu tests/e2e/test_gpu.py ;;
   kernels) step pytest-kernels-gpu 90 python -m pytest -q -m gpu tests/kernels ;;
-  kernels-all) step pytest-kernels-all-gpu 150 python -m pytest -q tests/kernels ;;
+  kernels-all) step pytest-kernels-all-gpu 280 python -m pytest -q tests/kernels ;;
   e2e-long) step pytest-e2e-gpu 300 python -m pytest -q -s -m gpu tests/e2e/test_gpu.py ;;
   skinny-tests) step pytest-skinny-gpu 60 python -m pytest -q tests/kernels/test_skinny_gemm.py ;;
   skinny-sweep) step skinny-sweep 200 python benchmarks/skinny_sweep.py --budget-s 140 --json "$OUT/skinny-sweep.json" ;;
@@ -101,7 +101,7 @@ for stage in "$@"; do case $stage in
              --model dummy:qwen3-0.6b --out "$OUT/packs/offline-qwen3" --results-dir "$RESULTS" ;;
   latency-ti) step latency-ti 110 $B latency --engines titaninfer --no-progress \
              --model dummy:qwen3-0.6b,dummy:llama3-8b --out "$OUT/packs/latency-ti" --results-dir "$RESULTS" ;;
-  latency-ti3) step latency-ti3 100 $B latency --engines titaninfer --no-progress \
+  latency-ti3) step latency-ti3 200 $B latency --engines titaninfer --no-progress \
              --model dummy:tinyllama-1.1b,dummy:qwen3-0.6b,dummy:llama3-8b --out "$OUT/packs/latency-ti3" --results-dir "$RESULTS" ;;
   offline-qwen-ti) step offline-qwen3-ti 200 $B offline --engines titaninfer --no-progress \
              --model dummy:qwen3-0.6b --out "$OUT/packs/offline-qwen3-ti" --results-dir "$RESULTS" ;;
