@@ -148,7 +148,8 @@ def test_pick_config_fills_the_gpu():
 def test_norm_prologue_only_where_it_measured_faster():
     from titaninfer.kernels.skinny_gemm import rmsnorm_prologue_pays
 
-    assert rmsnorm_prologue_pays(1, 2560, 2048) and rmsnorm_prologue_pays(1, 4096, 1024)
+    assert rmsnorm_prologue_pays(1, 4096, 1024)  # Qwen3-0.6B qkv
+    assert not rmsnorm_prologue_pays(1, 2560, 2048)  # TinyLlama qkv: slower in the captured step
     assert not rmsnorm_prologue_pays(1, 11264, 2048) and not rmsnorm_prologue_pays(1, 6144, 4096)
 
 

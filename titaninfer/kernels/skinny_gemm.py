@@ -356,12 +356,16 @@ def pick_config(m: int, n: int, k: int, num_sms: int = DEFAULT_NUM_SMS) -> Skinn
 
 
 # Program-count x K above which the RMSNorm prologue costs more than a separate norm launch:
-# each program re-reads x (and the residual) twice from L2 for its sum of squares. Measured
-# at M = 1 on an H200 (graph replay, benchmarks/skinny_sweep.py), fused vs norm kernel +
-# skinny GEMM: 640 x 2048 (TinyLlama qkv) 5.9 vs 7.6 us, 1024 x 1024 (Qwen3 qkv) 5.5 vs 7.1 us
-# fused wins; 2816 x 2048 (TinyLlama gate_up) 17.4 vs 16.5 and 1536 x 4096 (Llama-3-8B
-# qkv) 20.0 vs 18.1 us it loses.
-_NORM_PROLOGUE_MAX_WORK = 1 << 21
+# each program re-reads x (and the residual) twice from L2 for its sum of squares, after
+# the PDL wait, so that work sits on the step's critical path. Kernels alone (graph replay
+# of one kernel, benchmarks/skinny_sweep.py, H200, M = 1), fused vs norm kernel + GEMV:
+# 640 x 2048 (TinyLlama qkv) 5.9 vs 7.6 us, 1024 x 1024 (Qwen3 qkv) 5.5 vs 7.1 us, fused
+# wins; 2816 x 2048 (TinyLlama gate_up) 17.4 vs 16.5 and 1536 x 4096 (Llama-3-8B qkv) 20.0
+# vs 18.1 us, it loses. But what counts is the whole captured step under PDL
+# (graph_replay_time.py, one call, us per step at limits 2M / 1M / 0): TinyLlama
+# 820.6 / 785.5 / 785.1 (its qkv fused loses 35 us there), Qwen3-0.6B 884.0 / 882.3 / 890.7.
+# At 1M only Qwen3's qkv (1024 x 1024) keeps the prologue.
+_NORM_PROLOGUE_MAX_WORK = 1 << 20
 
 
 def rmsnorm_prologue_pays(m: int, n: int, k: int) -> bool:
