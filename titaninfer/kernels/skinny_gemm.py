@@ -427,6 +427,8 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, k:
     cfg = config or pick_config(m, n, k)
     if rope is not None and not rope_epilogue_fits(m, n, k, head_dim, cfg):
         raise ValueError(f"rope epilogue: BLOCK_N={cfg.block_n} must be even and divide head dim {head_dim}")
+    if silu_mul and rope is not None:
+        raise ValueError("one epilogue at a time: rope (qkv) or SiLU-and-mul (gate_up)")
     if silu_mul and (cfg.block_n % 2 or n % 2):
         raise ValueError(f"SiLU epilogue: BLOCK_N={cfg.block_n} and N={n} must be even")
     bm = max(16, m_bucket(m)) if cfg.use_dot else m_bucket(m)
