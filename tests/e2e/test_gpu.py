@@ -195,20 +195,26 @@ def test_programmatic_dependent_launch_changes_no_token(shape: str, monkeypatch)
         assert runs["1"][eager] == runs["0"][eager], f"eager={eager}"
 
 
+def _assert_fusion_changes_no_token(shape: str, switch: str, seed: int, monkeypatch) -> None:
+    """Greedy tokens of 3 prompts alone (batch-1 steps: the GEMV path) with the
+    `models.llama` fusion switch on and off: equal, under CUDA graphs and eagerly."""
+    import titaninfer.models.llama as llama
+
+    prompts = _prompts(3, dummy_hf_config(shape)["vocab_size"], seed=seed)
+    runs = {}
+    for fused in (True, False):
+        monkeypatch.setattr(llama, switch, fused)
+        runs[fused] = _greedy_runs(shape, prompts, max_num_seqs=4, batched=False, alone=3)
+    for eager in (False, True):
+        assert runs[True][eager] == runs[False][eager], f"{switch}, eager={eager}"
+
+
 @pytest.mark.parametrize("shape", ["tinyllama-1.1b", "llama3-8b"])
 def test_rope_in_the_qkv_projection_changes_no_token(shape: str, monkeypatch) -> None:
     """At batch 1 the qkv GEMV rotates q/k and stores k/v itself (no rotary kernel): the same
     roundings as the separate rotary kernel, so the same greedy tokens, under CUDA graphs and
     eagerly. Checked against the separate rotary kernel."""
-    import titaninfer.models.llama as llama
-
-    prompts = _prompts(3, dummy_hf_config(shape)["vocab_size"], seed=5)
-    runs = {}
-    for fused in (True, False):
-        monkeypatch.setattr(llama, "ROPE_IN_QKV_PROJECTION", fused)
-        runs[fused] = _greedy_runs(shape, prompts, max_num_seqs=4, batched=False, alone=3)
-    for eager in (False, True):
-        assert runs[True][eager] == runs[False][eager], f"eager={eager}"
+    _assert_fusion_changes_no_token(shape, "ROPE_IN_QKV_PROJECTION", 5, monkeypatch)
 
 
 @pytest.mark.parametrize("shape", ["tinyllama-1.1b", "qwen3-0.6b"])
@@ -216,15 +222,7 @@ def test_silu_in_the_gate_up_projection_changes_no_token(shape: str, monkeypatch
     """At batch 1 the gate_up GEMV applies silu(gate) * up itself (Qwen3: after its RMSNorm
     prologue) instead of the down GEMV's prologue: the same roundings, so the same greedy
     tokens, under CUDA graphs and eagerly."""
-    import titaninfer.models.llama as llama
-
-    prompts = _prompts(3, dummy_hf_config(shape)["vocab_size"], seed=6)
-    runs = {}
-    for fused in (True, False):
-        monkeypatch.setattr(llama, "SILU_IN_GATE_UP", fused)
-        runs[fused] = _greedy_runs(shape, prompts, max_num_seqs=4, batched=False, alone=3)
-    for eager in (False, True):
-        assert runs[True][eager] == runs[False][eager], f"eager={eager}"
+    _assert_fusion_changes_no_token(shape, "SILU_IN_GATE_UP", 6, monkeypatch)
 
 
 def test_prefill_graph_matches_eager_prefill() -> None:

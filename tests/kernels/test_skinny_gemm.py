@@ -15,7 +15,6 @@ from titaninfer.kernels.skinny_gemm import (  # noqa: E402
     SkinnyConfig,
     pick_config,
     skinny_linear,
-    skinny_linear_silu_mul,
     skinny_rmsnorm_linear,
     skinny_silu_mul_linear,
 )
@@ -74,7 +73,7 @@ def test_skinny_linear_silu_mul_epilogue(m, i, k, config, with_bias, device, poi
     x = torch.randn(m, k, device=device).to(dtype)
     w = (torch.randn(2 * i, k, device=device) / k ** 0.5 * 3).to(dtype)
     b = torch.randn(2 * i, device=device).to(dtype) if with_bias else None
-    act = skinny_linear_silu_mul(x, w, b, config=config)
+    act = skinny_linear(x, w, b, config=config, silu_mul=True)
     assert act.shape == (m, i)
     assert torch.equal(act, silu_and_mul_ref(skinny_linear(x, w, b, config=config)))
     ref = silu_and_mul_ref(_matmul_ref(x, w, b))  # independent: double-precision projection
@@ -94,7 +93,34 @@ def test_skinny_rmsnorm_linear_silu_mul(config, device, poison_empty):
     gate_up, plain_res = skinny_rmsnorm_linear(x, res, nw, 1e-6, w, None, config=config)
     assert torch.equal(act, silu_and_mul_ref(gate_up)) and torch.equal(new_res, plain_res)
     with pytest.raises(ValueError, match="even"):
-        skinny_linear_silu_mul(x, w[:-1], config=config)
+        skinny_linear(x, w[:-1], config=config, silu_mul=True)
+
+
+@pytest.mark.parametrize("prologue_limit", [0, 1 << 20], ids=["norm-kernel", "norm-prologue"])
+def test_layer_skinny_path_silu_epilogue(prologue_limit, device, monkeypatch):
+    """layers.linear's skinny path, the norm as a prologue or a kernel first: with the SiLU
+    epilogue it gives silu_and_mul of its own plain projection, bit for bit, and the same
+    residual stream."""
+    from torch import nn
+
+    import titaninfer.kernels.skinny_gemm as sg
+    from titaninfer.layers.linear import _skinny_norm_linear
+    from titaninfer.layers.norm import RMSNorm
+
+    monkeypatch.setattr(sg, "_NORM_PROLOGUE_MAX_WORK", prologue_limit)
+    torch.manual_seed(9)
+    m, i, k, dtype = 1, 20, 96, torch.bfloat16
+    norm = RMSNorm(k, 1e-6).to(device=device, dtype=dtype)
+    layer = nn.Linear(k, 2 * i, bias=False).to(device=device, dtype=dtype)
+    with torch.no_grad():
+        norm.weight.copy_(1 + torch.randn(k) * 0.1)
+        layer.weight.copy_(torch.randn(2 * i, k) / k ** 0.5 * 3)
+        x = (torch.randn(m, k, device=device) * 3).to(dtype)
+        res = torch.randn(m, k, device=device).to(dtype)
+        act, act_res = _skinny_norm_linear(x, res, norm, layer, silu_mul=True)
+        gate_up, plain_res = _skinny_norm_linear(x, res, norm, layer)
+    assert act.shape == (m, i)
+    assert torch.equal(act, silu_and_mul_ref(gate_up)) and torch.equal(act_res, plain_res)
 
 
 @gpu
@@ -103,7 +129,7 @@ def test_skinny_rmsnorm_linear_silu_mul(config, device, poison_empty):
 def test_skinny_linear_silu_mul_model_shapes_gpu(i, k):
     x = torch.randn(1, k, device="cuda").to(torch.bfloat16)
     w = (torch.randn(2 * i, k, device="cuda") / k ** 0.5 * 3).to(torch.bfloat16)
-    assert torch.equal(skinny_linear_silu_mul(x, w), silu_and_mul_ref(skinny_linear(x, w)))
+    assert torch.equal(skinny_linear(x, w, silu_mul=True), silu_and_mul_ref(skinny_linear(x, w)))
 
 
 @pytest.mark.parametrize("m,n,k", [(1, 40, 128), (6, 29, 100)])

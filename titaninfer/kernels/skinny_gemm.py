@@ -27,7 +27,7 @@ kernel's launch and its round trip. A rotation pairs output dim j of a head with
 j + D/2, so in the q/k rows a program owns BLOCK_N/2 such pairs (rows j.. and j+D/2.. of
 one head) instead of BLOCK_N consecutive rows; the output keeps its layout.
 
-Or, after a [gate | up] projection (`skinny_linear_silu_mul`, epilogue): silu(gate) * up,
+Or, after a [gate | up] projection (`silu_mul=True`, epilogue): silu(gate) * up,
 so the output is half as wide and the down projection reads finished activations
 (otherwise each of its programs recomputes the SiLU of the whole row). A program then owns
 BLOCK_N/2 gate rows j.. and the matching up rows I + j.. and rounds as the separate ops
@@ -456,15 +456,11 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, k:
 
 
 def skinny_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-                  config: SkinnyConfig | None = None, rope: RopeKVStore | None = None) -> torch.Tensor:
-    """F.linear(x, weight, bias) for x [M <= MAX_M, K]; with `rope`, then the rotary and KV store."""
-    return _launch(x, weight, bias, x.shape[-1], PROLOGUE_NONE, config=config, rope=rope)[0]
-
-
-def skinny_linear_silu_mul(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-                           config: SkinnyConfig | None = None) -> torch.Tensor:
-    """silu_and_mul(F.linear(x, weight, bias)) for a [gate | up] weight [2I, K]: [M, I]."""
-    return _launch(x, weight, bias, x.shape[-1], PROLOGUE_NONE, config=config, silu_mul=True)[0]
+                  config: SkinnyConfig | None = None, rope: RopeKVStore | None = None,
+                  silu_mul: bool = False) -> torch.Tensor:
+    """F.linear(x, weight, bias) for x [M <= MAX_M, K]; with `rope`, then the rotary and KV
+    store; with `silu_mul`, silu_and_mul of a [gate | up] output ([2I, K] weight -> [M, I])."""
+    return _launch(x, weight, bias, x.shape[-1], PROLOGUE_NONE, config=config, rope=rope, silu_mul=silu_mul)[0]
 
 
 def skinny_silu_mul_linear(gate_up: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
@@ -482,7 +478,7 @@ def skinny_rmsnorm_linear(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(F.linear(rmsnorm(x + residual) * norm_weight, weight, bias), x + residual); with
     `rope`, the rotary and KV store follow the projection; with `silu_mul`, the SiLU-and-mul
-    of a [gate | up] output (as `skinny_linear_silu_mul`).
+    of a [gate | up] output (as `skinny_linear`).
 
     Without a residual the second value is x itself (the residual stream starts there)."""
     k = x.shape[-1]

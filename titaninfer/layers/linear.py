@@ -54,22 +54,13 @@ def norm_linear_rope(x: torch.Tensor, residual: torch.Tensor | None, norm: RMSNo
     kernel where the skinny path runs and its tiles allow: q and k of the output are then
     rotated and the cache holds this step's k and v. False: the caller still has to."""
     if skinny_rows_ok(x):
-        from titaninfer.kernels.skinny_gemm import (
-            rmsnorm_prologue_pays,
-            rope_epilogue_fits,
-            skinny_linear,
-            skinny_rmsnorm_linear,
-        )
+        from titaninfer.kernels.skinny_gemm import rope_epilogue_fits
 
-        m, (n, k) = x.shape[0], layer.weight.shape
-        if rope is not None and not rope_epilogue_fits(m, n, k, rope.k_cache.shape[-1]):
+        n, k = layer.weight.shape
+        if rope is not None and not rope_epilogue_fits(x.shape[0], n, k, rope.k_cache.shape[-1]):
             rope = None
-        if rmsnorm_prologue_pays(m, n, k):
-            out, new_residual = skinny_rmsnorm_linear(x, residual, norm.weight, norm.eps, layer.weight,
-                                                      layer.bias, rope=rope)
-            return out, new_residual, rope is not None
-        h, summed = norm(x, residual)
-        return skinny_linear(h, layer.weight, layer.bias, rope=rope), (x if summed is None else summed), rope is not None
+        out, new_residual = _skinny_norm_linear(x, residual, norm, layer, rope=rope)
+        return out, new_residual, rope is not None
     h, summed = norm(x, residual)
     return F.linear(h, layer.weight, layer.bias), (x if summed is None else summed), False
 
@@ -80,19 +71,29 @@ def norm_linear_silu_mul(x: torch.Tensor, residual: torch.Tensor | None, norm: R
     activations [T, I] the down projection takes. On the skinny path the SiLU-and-mul is
     the GEMV's epilogue (and the norm its prologue where that pays); elsewhere its own op."""
     if skinny_rows_ok(x):
-        from titaninfer.kernels.skinny_gemm import (
-            rmsnorm_prologue_pays,
-            skinny_linear_silu_mul,
-            skinny_rmsnorm_linear,
-        )
-
-        m, (n, k) = x.shape[0], layer.weight.shape
-        if rmsnorm_prologue_pays(m, n, k):
-            return skinny_rmsnorm_linear(x, residual, norm.weight, norm.eps, layer.weight, layer.bias, silu_mul=True)
-        h, summed = norm(x, residual)
-        return skinny_linear_silu_mul(h, layer.weight, layer.bias), (x if summed is None else summed)
+        return _skinny_norm_linear(x, residual, norm, layer, silu_mul=True)
     gate_up, new_residual = norm_linear(x, residual, norm, layer)
     return silu_and_mul(gate_up), new_residual
+
+
+def _skinny_norm_linear(x: torch.Tensor, residual: torch.Tensor | None, norm: RMSNorm, layer: nn.Linear,
+                        rope: RopeKVStore | None = None, silu_mul: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The skinny path of the helpers above: the norm as the GEMV's prologue where that pays
+    (`rmsnorm_prologue_pays`), else the norm kernel first; `rope` / `silu_mul` epilogues as
+    `skinny_linear` takes them."""
+    from titaninfer.kernels.skinny_gemm import (
+        rmsnorm_prologue_pays,
+        skinny_linear,
+        skinny_rmsnorm_linear,
+    )
+
+    n, k = layer.weight.shape
+    if rmsnorm_prologue_pays(x.shape[0], n, k):
+        return skinny_rmsnorm_linear(x, residual, norm.weight, norm.eps, layer.weight, layer.bias,
+                                     rope=rope, silu_mul=silu_mul)
+    h, summed = norm(x, residual)
+    out = skinny_linear(h, layer.weight, layer.bias, rope=rope, silu_mul=silu_mul)
+    return out, (x if summed is None else summed)
 
 
 def silu_mul_linear(gate_up: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
