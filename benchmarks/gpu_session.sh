@@ -26,7 +26,8 @@ B="python -m titaninfer.bench"
 # Decode-latency A/B of tuning constants (benchmarks/with_overrides.py), one model per stage.
 K=titaninfer.kernels
 # A name starting "off" runs with TITANINFER_PDL=0.
-VARIANTS=("base|" "silu-prologue|titaninfer.models.llama.SILU_IN_GATE_UP=False")
+VARIANTS=("base|" "norm-kernel|titaninfer.models.llama.RESIDUAL_IN_PROJECTION=False"
+          "attn-1split|$K.decode_attention._MIN_TOKENS_PER_SPLIT=1000000")
 variant_step() {  # variant_step PREFIX TIMEOUT "NAME|OVERRIDES" MODULE ARGS...: step PREFIX-NAME
   local prefix=$1 t=$2 name=${3%%|*} ovr=${3#*|} pdl=1
   shift 3
@@ -82,7 +83,7 @@ for stage in "$@"; do case $stage in
   rope-tests) step pytest-rope-gpu 100 python -m pytest -q tests/kernels/test_skinny_gemm.py tests/kernels/test_rotary.py \
              tests/kernels/test_decode_attention.py -k "rope or rotary or decode" ;;
   e2e-new) step pytest-e2e-new-gpu 150 python -m pytest -q -s tests/e2e/test_gpu.py -k "prefill_graph or rope" ;;
-  silu-tests) step pytest-silu-gpu 90 python -m pytest -q tests/kernels/test_skinny_gemm.py -k silu ;;
+  e2e-residual) step pytest-e2e-residual-gpu 150 python -m pytest -q -s tests/e2e/test_gpu.py -k residual_add ;;
   variants-8b) variants llama3-8b 60 ;;
   rotary-tests) step pytest-rotary-gpu 60 python -m pytest -q tests/kernels/test_rotary.py ;;
   e2e-qwen) step pytest-e2e-qwen-gpu 90 python -m pytest -q -s -m gpu tests/e2e/test_gpu.py -k "qwen3 or no_kernel_compiles" ;;

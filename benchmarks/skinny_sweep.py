@@ -2,8 +2,8 @@
 """Sweep the skinny GEMM's tiles on the projections that decode at small batches, against
 cuBLAS (F.linear), as they run inside a decode step: each timing replays a CUDA graph that
 runs the projection over R distinct weight copies (>= 256 MB in all, so nothing is served
-from L2 and no launch gap is counted). Also times the fused prologues against the separate
-kernels they replace (RMSNorm + cuBLAS, SiLU-and-mul + cuBLAS). GPU only.
+from L2 and no launch gap is counted). Also times the fused RMSNorm prologue against the separate
+kernels it replaces (RMSNorm + cuBLAS). GPU only.
 
     python benchmarks/skinny_sweep.py [--budget-s 150] [--ms 1,2] [--json out.json]
 
@@ -21,14 +21,12 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from titaninfer.kernels.activation import silu_and_mul
 from titaninfer.kernels.rmsnorm import rms_norm
 from titaninfer.kernels.skinny_gemm import (
     SkinnyConfig,
     pick_config,
     skinny_linear,
     skinny_rmsnorm_linear,
-    skinny_silu_mul_linear,
 )
 
 SHAPES = {  # (N, K) of each projection: qkv, o, gate_up, down
@@ -123,16 +121,6 @@ def main() -> None:
         fused = graph_time_us(lambda i: skinny_rmsnorm_linear(x, r, nw, 1e-6, ws[i]), copies)
         plain = graph_time_us(lambda i: skinny_linear(x, ws[i]), copies)
         fused_rows.append((f"rmsnorm+{name}", sep, fused, plain))
-        ws.clear()  # free before the next shape allocates
-    for name in ("tiny.down", "8b.down", "qwen.down"):
-        n, k = SHAPES[name]
-        ws = rotating_weights(n, k)
-        copies = len(ws)
-        gu = torch.randn(1, 2 * k, device=dev, dtype=bf16)
-        sep = graph_time_us(lambda i: F.linear(silu_and_mul(gu), ws[i]), copies)
-        fused = graph_time_us(lambda i: skinny_silu_mul_linear(gu, ws[i]), copies)
-        plain = graph_time_us(lambda i: skinny_linear(gu[:, :k], ws[i]), copies)
-        fused_rows.append((f"silu_mul+{name}", sep, fused, plain))
         ws.clear()  # free before the next shape allocates
 
     print("\n| m | shape | cuBLAS us | TB/s | picked us | TB/s | best us | TB/s | best config |")

@@ -15,8 +15,8 @@ from titaninfer.kernels.skinny_gemm import (  # noqa: E402
     SkinnyConfig,
     pick_config,
     skinny_linear,
+    skinny_linear_residual,
     skinny_rmsnorm_linear,
-    skinny_silu_mul_linear,
 )
 
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -51,23 +51,12 @@ def test_skinny_linear(m, n, k, dtype, config, with_bias, device, poison_empty):
     _assert_one_rounding(skinny_linear(x, w, b, config=config), _matmul_ref(x, w, b))
 
 
-@pytest.mark.parametrize("m,n,k", [(1, 48, 96), (5, 31, 70)])
-@pytest.mark.parametrize("config", [None, DOT], ids=["picked", "dot"])
-def test_skinny_silu_mul_linear(m, n, k, config, device, poison_empty):
-    dtype = torch.bfloat16
-    gu = (torch.randn(m, 2 * k, device=device) * 2).to(dtype)
-    w = (torch.randn(n, k, device=device) / k ** 0.5).to(dtype)
-    out = skinny_silu_mul_linear(gu, w, config=config)
-    _assert_one_rounding(out, _matmul_ref(silu_and_mul_ref(gu), w, None))
-
-
 @pytest.mark.parametrize("m,i,k", [(1, 24, 96), (1, 37, 70), (5, 30, 100)])  # I = 37: a partial program
 @pytest.mark.parametrize("config", [None, SMALL, DOT], ids=["picked", "elementwise", "dot"])
 @pytest.mark.parametrize("with_bias", [False, True])
 def test_skinny_linear_silu_mul_epilogue(m, i, k, config, with_bias, device, poison_empty):
     """silu(gate) * up of a [gate | up] projection in the GEMV's epilogue: bit for bit the
-    plain projection (same tiles) followed by `silu_and_mul_ref`, i.e. what the down
-    projection's SiLU prologue computed from the stored gate_up."""
+    plain projection (same tiles) followed by `silu_and_mul_ref`."""
     torch.manual_seed(m * 100 + i)
     dtype = torch.bfloat16
     x = torch.randn(m, k, device=device).to(dtype)
@@ -104,7 +93,7 @@ def test_layer_skinny_path_silu_epilogue(prologue_limit, device, monkeypatch):
     from torch import nn
 
     import titaninfer.kernels.skinny_gemm as sg
-    from titaninfer.layers.linear import _skinny_norm_linear
+    from titaninfer.layers.linear import Stream, _skinny_norm_linear
     from titaninfer.layers.norm import RMSNorm
 
     monkeypatch.setattr(sg, "_NORM_PROLOGUE_MAX_WORK", prologue_limit)
@@ -117,10 +106,71 @@ def test_layer_skinny_path_silu_epilogue(prologue_limit, device, monkeypatch):
         layer.weight.copy_(torch.randn(2 * i, k) / k ** 0.5 * 3)
         x = (torch.randn(m, k, device=device) * 3).to(dtype)
         res = torch.randn(m, k, device=device).to(dtype)
-        act, act_res = _skinny_norm_linear(x, res, norm, layer, silu_mul=True)
-        gate_up, plain_res = _skinny_norm_linear(x, res, norm, layer)
+        act, act_res = _skinny_norm_linear(Stream(x, res), norm, layer, silu_mul=True)
+        gate_up, plain_res = _skinny_norm_linear(Stream(x, res), norm, layer)
     assert act.shape == (m, i)
     assert torch.equal(act, silu_and_mul_ref(gate_up)) and torch.equal(act_res, plain_res)
+
+
+@pytest.mark.parametrize("m,n,k", [(1, 37, 100), (3, 64, 70)])
+@pytest.mark.parametrize("config", [None, SMALL, DOT], ids=["picked", "elementwise", "dot"])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_residual_epilogue(m, n, k, config, with_bias, device, poison_empty):
+    """skinny_linear_residual: the stream is bit for bit rms_norm_ref's x + residual of the
+    plain projection (same tiles), and the partial sums add up to each row's sum of squares
+    (float64: exact here, whatever the grouping)."""
+    torch.manual_seed(m * 31 + n)
+    dtype = torch.bfloat16
+    x = torch.randn(m, k, device=device).to(dtype)
+    w = (torch.randn(n, k, device=device) / k ** 0.5).to(dtype)
+    b = torch.randn(n, device=device).to(dtype) if with_bias else None
+    res = (torch.randn(m, n, device=device) * 4).to(dtype)
+    stream, sumsq = skinny_linear_residual(x, w, res, b, config=config)
+    plain = skinny_linear(x, w, b, config=config)
+    expect = rms_norm_ref(plain, torch.ones(n, device=device, dtype=dtype), 1e-6, res)[1]
+    assert torch.equal(stream, expect)
+    assert sumsq.dtype == torch.float64 and sumsq.shape[0] == m
+    assert torch.equal(sumsq.sum(1), stream.double().pow(2).sum(1)), "partials of the stream's squares"
+    torch.testing.assert_close(stream.float(), (_matmul_ref(x, w, b).float() + res.float()), rtol=2**-6, atol=0.05)
+
+
+@pytest.mark.parametrize("m,n,k,h", [(1, 40, 96, 50), (2, 33, 64, 20)])
+@pytest.mark.parametrize("config", [None, SMALL], ids=["picked", "elementwise"])
+@pytest.mark.parametrize("epilogue", ["none", "silu"])
+def test_presummed_norm_prologue(m, n, k, h, config, epilogue, device, poison_empty):
+    """o_proj-like producer (residual epilogue) then gate_up-like consumer (norm prologue
+    from the producer's sums of squares): bit for bit the unfused chain, i.e. the plain
+    projection, the norm kernel's add + norm, and the consumer without prologue; also the
+    norm prologue that recomputes the sums."""
+    from titaninfer.layers.norm import RMSNorm
+
+    torch.manual_seed(n + k)
+    dtype = torch.bfloat16
+    a = torch.randn(m, h, device=device).to(dtype)
+    w_o = (torch.randn(k, h, device=device) / h ** 0.5).to(dtype)
+    res = (torch.randn(m, k, device=device) * 3).to(dtype)
+    nw = (1 + torch.randn(k, device=device) * 0.1).to(dtype)
+    w = (torch.randn(2 * n, k, device=device) / k ** 0.5 * 3).to(dtype)
+    silu = epilogue == "silu"
+    stream, sumsq = skinny_linear_residual(a, w_o, res, config=config)
+    fused, same = skinny_rmsnorm_linear(stream, None, nw, 1e-5, w, None, config=config, silu_mul=silu, sumsq=sumsq)
+    assert same is stream
+    norm = RMSNorm(k, 1e-5).to(device=device, dtype=dtype)
+    with torch.no_grad():
+        norm.weight.copy_(nw)
+    normed, summed = norm(skinny_linear(a, w_o, config=config), res)
+    assert torch.equal(summed, stream)
+    assert torch.equal(fused, skinny_linear(normed, w, config=config, silu_mul=silu)), "vs the norm kernel"
+    recomputed, _ = skinny_rmsnorm_linear(stream, None, nw, 1e-5, w, None, config=config, silu_mul=silu)
+    assert torch.equal(fused, recomputed), "vs the prologue that recomputes the sum"
+    with pytest.raises(ValueError, match="sumsq"):
+        skinny_rmsnorm_linear(stream, res, nw, 1e-5, w, None, sumsq=sumsq)
+    with pytest.raises(ValueError, match="sumsq"):
+        skinny_rmsnorm_linear(stream, None, nw, 1e-5, w, None, sumsq=sumsq.float())
+    with pytest.raises(ValueError, match="one epilogue"):
+        from titaninfer.kernels.skinny_gemm import _launch
+
+        _launch(a, w_o, None, h, 0, silu_mul=True, add_residual=res)
 
 
 @gpu
@@ -159,8 +209,6 @@ def test_rejects_bad_inputs(device):
         skinny_linear(x, torch.zeros(4, 9, device=device, dtype=torch.bfloat16))
     with pytest.raises(TypeError):
         skinny_linear(x.float(), torch.zeros(4, 8, device=device))
-    with pytest.raises(ValueError, match="odd"):
-        skinny_silu_mul_linear(torch.zeros(1, 7, device=device, dtype=torch.bfloat16), torch.zeros(4, 3, device=device, dtype=torch.bfloat16))
 
 
 def test_pick_config_fills_the_gpu():
@@ -203,8 +251,9 @@ def test_weight_tiles_loaded_before_the_wait(preload, k, device, poison_empty, m
     x = (torch.randn(m, k, device=device) * 3).to(dtype)
     w = (torch.randn(n, k, device=device) / k ** 0.5).to(dtype)
     _assert_one_rounding(skinny_linear(x, w, config=SMALL), _matmul_ref(x, w, None))
-    gu = (torch.randn(m, 2 * k, device=device) * 2).to(dtype)
-    _assert_one_rounding(skinny_silu_mul_linear(gu, w, config=SMALL), _matmul_ref(silu_and_mul_ref(gu), w, None))
+    w2 = (torch.randn(2 * n, k, device=device) / k ** 0.5 * 3).to(dtype)
+    act = skinny_linear(x, w2, config=SMALL, silu_mul=True)
+    torch.testing.assert_close(act.float(), silu_and_mul_ref(_matmul_ref(x, w2, None)).float(), rtol=3 * 2**-7, atol=0.02)
     res = torch.randn(m, k, device=device).to(dtype)
     nw = (1 + torch.randn(k, device=device) * 0.1).to(dtype)
     out, new_res = skinny_rmsnorm_linear(x, res, nw, 1e-6, w, None, config=SMALL)

@@ -2,7 +2,8 @@
 output. Semantics are those of `reference.rms_norm_ref`, rounding order included:
 
     s      = round(x + residual)                 (only with a residual; returned as new residual)
-    normed = round(s * rsqrt(mean(s^2) + eps))   (round = to x's dtype, as Hugging Face does)
+    normed = round(s * rsqrt(mean(s^2) + eps))   (round = to x's dtype, as Hugging Face does;
+                                                  the sum of squares in float64)
     out    = round(normed * weight)
 
 All arithmetic is float32. Normalises over the last dim; any leading shape, so it serves
@@ -67,7 +68,10 @@ def _rms_norm_kernel(
         tl.store(new_res_ptr + out_off, s, mask=mask)
         x = s.to(tl.float32)
 
-    var = tl.sum(x * x, axis=1) / n_cols  # padded columns are 0: they add nothing
+    # float64 sum: exact for squares of 16-bit values (skinny_gemm.py says why that matters:
+    # every path to the same norm gets the same rstd). Padded columns are 0: they add nothing.
+    x64 = x.to(tl.float64)
+    var = tl.sum(x64 * x64, axis=1).to(tl.float32) / n_cols
     # IEEE sqrt and divide (not rsqrt.approx): one rounding each, as torch.rsqrt on a CPU.
     rstd = tl.div_rn(1.0, tl.sqrt_rn(var + eps))
     normed = round_to(x * rstd[:, None], dtype, EMULATE_RNE).to(tl.float32)

@@ -11,14 +11,23 @@ The same pass applies what precedes the projection in the decoder, so those ops 
 launch and no extra activation round trip:
 
     PROLOGUE_NONE      x as is
-    PROLOGUE_SILU_MUL  x = [gate | up] (2K wide): silu(gate) * up   (`silu_and_mul_ref`)
     PROLOGUE_RMSNORM   x (+ residual): rmsnorm(x + residual) * norm_w (`rms_norm_ref`,
                        its roundings included); the programs of the first column block
                        also store x + residual, the new residual stream.
+    PROLOGUE_RMSNORM_PRESUMMED
+                       x is the residual stream and `sumsq` its rows' sums of squares
+                       in partial sums, written by the projection that produced x (the
+                       residual epilogue below): rmsnorm(x) * norm_w without a pass
+                       over x for the sum.
 
-Each program recomputes the prologue for its rows of x (a few KiB, from L2), which is far
-cheaper than a launch. The RMSNorm prologue reads x twice: once for the row's sum of
-squares, once in the main loop.
+Each program recomputes the prologue for its rows of x (a few KiB, from L2). The RMSNorm
+prologue reads x twice: once for the row's sum of squares, once in the main loop; the
+presummed one loads the partial sums instead (one L2 round trip, beside x's).
+
+Sums of squares accumulate in float64, here and in `rmsnorm.py`: squares of 16-bit
+values are exact there and a sum of a few thousand of them is exact or within 2^-40, so
+its float32 rounding does not depend on the order of the terms. The norm kernel, both
+prologues and the partial sums of the epilogue therefore give the same rstd, bit for bit.
 
 And what follows the qkv projection (`RopeKVStore`, epilogue): the q and k rows are
 rotated (`reference.rotary_ref`, neox halves) and the rotated k and the v rows stored
@@ -27,9 +36,16 @@ kernel's launch and its round trip. A rotation pairs output dim j of a head with
 j + D/2, so in the q/k rows a program owns BLOCK_N/2 such pairs (rows j.. and j+D/2.. of
 one head) instead of BLOCK_N consecutive rows; the output keeps its layout.
 
+Or, after an o or down projection (`skinny_linear_residual`, epilogue): the residual
+add, stream = round(round(out) + residual) as `rms_norm_ref` rounds it, stored instead of
+the projection's output, and each program's float64 sum of the squares of its columns of
+the stream, `sumsq[m, program]`: the next norm then needs no kernel of its own and no
+pass over x (PROLOGUE_RMSNORM_PRESUMMED in the next projection).
+
 Or, after a [gate | up] projection (`silu_mul=True`, epilogue): silu(gate) * up,
-so the output is half as wide and the down projection reads finished activations
-(otherwise each of its programs recomputes the SiLU of the whole row). A program then owns
+so the output is half as wide and the down projection reads finished activations (a
+SiLU prologue in the down projection, where each program recomputed the SiLU of the whole
+row, measured slower inside the step: docs/kernels.md). A program then owns
 BLOCK_N/2 gate rows j.. and the matching up rows I + j.. and rounds as the separate ops
 do: gate and up to the dtype first, then silu(gate) * up once (`silu_and_mul_ref`).
 
@@ -62,7 +78,7 @@ from titaninfer.kernels.triton_common import INTERPRET as _INTERPRET
 
 MAX_M = 16  # rows this kernel serves; larger batches go to cuBLAS
 
-PROLOGUE_NONE, PROLOGUE_SILU_MUL, PROLOGUE_RMSNORM = 0, 1, 2
+PROLOGUE_NONE, PROLOGUE_RMSNORM, PROLOGUE_RMSNORM_PRESUMMED = 0, 2, 3
 
 
 @dataclass(frozen=True)
@@ -96,8 +112,7 @@ class RopeKVStore:
 
 @triton.jit
 def _silu_mul(gate, up):
-    """silu(gate) * up in float32: the one expression of the prologue and the epilogue, so
-    both round alike."""
+    """silu(gate) * up in float32 (the epilogue's; `silu_and_mul_ref` rounds alike)."""
     return gate / (1.0 + tl.exp(-gate)) * up
 
 
@@ -108,12 +123,8 @@ def _load_input(x_ptr, res_ptr, nw_ptr, new_res_ptr, ms, m_ok, ks, k_ok, x_strid
     """[BM, BLOCK_K] float32 tile of prologue(x), every value exactly representable in dtype."""
     mask = m_ok[:, None] & k_ok[None, :]
     offs = ms[:, None] * x_stride + ks[None, :]
-    if PROLOGUE == 1:
-        gate = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        up = tl.load(x_ptr + offs + K, mask=mask, other=0.0).to(tl.float32)
-        return round_to(_silu_mul(gate, up), dtype, EMULATE_RNE).to(tl.float32)
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    if PROLOGUE == 2:
+    if PROLOGUE >= 2:  # RMSNORM or RMSNORM_PRESUMMED (no residual to add: HAS_RES is False)
         if HAS_RES:
             r = tl.load(res_ptr + ms[:, None] * K + ks[None, :], mask=mask, other=0.0).to(tl.float32)
             s = round_to(x + r, dtype, EMULATE_RNE)
@@ -243,10 +254,12 @@ def _skinny_gemm_kernel(
     M, N, K, x_stride, eps,
     pos_ptr, cs_ptr, cs_s0, slot_ptr, kc_ptr, vc_ptr, kc_s0, kc_s1, kc_s2, vc_s0, vc_s1, vc_s2, kv_block,
     q_size, kv_size, gate_size,
+    sq_in_ptr, n_sq_in, add_ptr, sq_out_ptr,
     BM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     PROLOGUE: tl.constexpr, HAS_RES: tl.constexpr, HAS_BIAS: tl.constexpr,
     USE_DOT: tl.constexpr, EMULATE_RNE: tl.constexpr, PDL: tl.constexpr, PRELOAD: tl.constexpr,
     ROPE: tl.constexpr, HEAD_DIM: tl.constexpr, SILU_MUL: tl.constexpr,
+    SQ_IN_PAD: tl.constexpr, ADD_RESIDUAL: tl.constexpr,
 ):
     pid = tl.program_id(0)
     lanes = tl.arange(0, BLOCK_N)
@@ -273,10 +286,14 @@ def _skinny_gemm_kernel(
     if PRELOAD >= 4:
         w3 = _weight_tile(w_rows, n_ok, 3 * BLOCK_K, K, BLOCK_K)
     await_producer(PDL)
+    if ADD_RESIDUAL:  # the stream's rows of this program, loaded now so the loop hides the latency
+        add_offs = ms[:, None] * N + rows[None, :]
+        add_mask = m_ok[:, None] & n_ok[None, :]
+        stream_in = tl.load(add_ptr + add_offs, mask=add_mask, other=0.0).to(tl.float32)
 
     rstd = tl.zeros([BM], dtype=tl.float32)
-    if PROLOGUE == 2:  # first pass: each row's mean square (x + residual rounded first)
-        sq = tl.zeros([BM], dtype=tl.float32)
+    if PROLOGUE == 2:  # first pass: each row's sum of squares (x + residual rounded first)
+        sq = tl.zeros([BM], dtype=tl.float64)
         for k0 in range(0, K, BLOCK_K):
             kk = k0 + tl.arange(0, BLOCK_K)
             mask = m_ok[:, None] & (kk < K)[None, :]
@@ -284,8 +301,14 @@ def _skinny_gemm_kernel(
             if HAS_RES:
                 r = tl.load(res_ptr + ms[:, None] * K + kk[None, :], mask=mask, other=0.0).to(tl.float32)
                 xs = round_to(xs + r, dtype, EMULATE_RNE).to(tl.float32)
-            sq += tl.sum(xs * xs, axis=1)
-        rstd = tl.div_rn(1.0, tl.sqrt_rn(sq / K + eps))
+            xs64 = xs.to(tl.float64)
+            sq += tl.sum(xs64 * xs64, axis=1)
+        rstd = tl.div_rn(1.0, tl.sqrt_rn(sq.to(tl.float32) / K + eps))
+    if PROLOGUE == 3:  # the producer's partial sums of squares: one load, no pass over x
+        parts = tl.arange(0, SQ_IN_PAD)
+        sq_parts = tl.load(sq_in_ptr + ms[:, None] * n_sq_in + parts[None, :],
+                           mask=m_ok[:, None] & (parts < n_sq_in)[None, :], other=0.0)
+        rstd = tl.div_rn(1.0, tl.sqrt_rn(tl.sum(sq_parts, axis=1).to(tl.float32) / K + eps))
 
     if not USE_DOT and BM == 1:
         acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
@@ -316,6 +339,13 @@ def _skinny_gemm_kernel(
                                 q_size, kv_size, cos, sin, slot, kc_ptr, vc_ptr,
                                 kc_s0, kc_s1, kc_s2, vc_s0, vc_s1, vc_s2, kv_block,
                                 dtype, BLOCK_N, HEAD_DIM, EMULATE_RNE)
+    if ADD_RESIDUAL:
+        # The projection's output rounds as if stored, then the add rounds (rms_norm_ref's
+        # order); this program's part of each row's sum of squares, in float64.
+        stream = round_to(round_to(acc, dtype, EMULATE_RNE).to(tl.float32) + stream_in, dtype, EMULATE_RNE)
+        s64 = stream.to(tl.float32).to(tl.float64)
+        tl.store(sq_out_ptr + ms * tl.num_programs(0) + pid, tl.sum(s64 * s64, axis=1), mask=m_ok)
+        acc = stream.to(tl.float32)  # masked columns: 0 + 0, not stored
     if SILU_MUL:
         # gate and up round as the projection's output would, then silu(gate) * up once.
         y = round_to(acc, dtype, EMULATE_RNE).to(tl.float32)
@@ -413,26 +443,44 @@ def _check_rope(rope: RopeKVStore, m: int, n: int) -> int:
     return d
 
 
+def _check_sumsq(sumsq: torch.Tensor, m: int) -> None:
+    if sumsq.dim() != 2 or sumsq.shape[0] != m or sumsq.shape[1] < 1 or sumsq.dtype != torch.float64 \
+            or not sumsq.is_contiguous():
+        raise ValueError(f"sumsq {tuple(sumsq.shape)} {sumsq.dtype} must be contiguous float64 [{m}, parts]")
+
+
 def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, k: int, prologue: int,
             residual: torch.Tensor | None = None, norm_weight: torch.Tensor | None = None,
             eps: float = 0.0, config: SkinnyConfig | None = None,
-            rope: RopeKVStore | None = None, silu_mul: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+            rope: RopeKVStore | None = None, silu_mul: bool = False,
+            sumsq: torch.Tensor | None = None, add_residual: torch.Tensor | None = None,
+            ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """(out, x + residual of the norm prologue or None, the residual epilogue's sumsq or None)."""
     _check(x, weight, k)
     m, n = x.shape[0], weight.shape[0]
     head_dim = _check_rope(rope, m, n) if rope is not None else 2
+    if sum((rope is not None, silu_mul, add_residual is not None)) > 1:
+        raise ValueError("one epilogue at a time: rope (qkv), SiLU-and-mul (gate_up) or the residual add")
+    if sumsq is not None:
+        _check_sumsq(sumsq, m)
+    if add_residual is not None and (add_residual.shape != (m, n) or add_residual.dtype != x.dtype
+                                     or not add_residual.is_contiguous()):
+        raise ValueError(f"residual epilogue: residual {tuple(add_residual.shape)} {add_residual.dtype} "
+                         f"must be a contiguous {x.dtype} [{m}, {n}]")
     out = torch.empty((m, n // 2 if silu_mul else n), dtype=x.dtype, device=x.device)
     new_res = torch.empty((m, k), dtype=x.dtype, device=x.device) if residual is not None else None
-    if m == 0:
-        return out, new_res
     cfg = config or pick_config(m, n, k)
+    n_programs = triton.cdiv(n // 2, cfg.block_n // 2) if silu_mul else triton.cdiv(n, cfg.block_n)
+    sq_out = (torch.empty((m, n_programs), dtype=torch.float64, device=x.device)
+              if add_residual is not None else None)
+    if m == 0:
+        return out, new_res, sq_out
     if rope is not None and not rope_epilogue_fits(m, n, k, head_dim, cfg):
         raise ValueError(f"rope epilogue: BLOCK_N={cfg.block_n} must be even and divide head dim {head_dim}")
-    if silu_mul and rope is not None:
-        raise ValueError("one epilogue at a time: rope (qkv) or SiLU-and-mul (gate_up)")
     if silu_mul and (cfg.block_n % 2 or n % 2):
         raise ValueError(f"SiLU epilogue: BLOCK_N={cfg.block_n} and N={n} must be even")
     bm = max(16, m_bucket(m)) if cfg.use_dot else m_bucket(m)
-    grid = (triton.cdiv(n // 2, cfg.block_n // 2),) if silu_mul else (triton.cdiv(n, cfg.block_n),)
+    grid = (n_programs,)
     pdl = pdl_mode(x.device)
     if rope is not None:
         kc, vc = rope.k_cache, rope.v_cache
@@ -446,13 +494,17 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, k:
         residual if residual is not None else x, norm_weight if norm_weight is not None else weight,
         new_res if new_res is not None else out,
         m, n, k, x.stride(0), float(eps), *rope_args, n // 2,
+        sumsq if sumsq is not None else x, sumsq.shape[1] if sumsq is not None else 1,
+        add_residual if add_residual is not None else x, sq_out if sq_out is not None else x,
         BM=bm, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
         PROLOGUE=prologue, HAS_RES=residual is not None, HAS_BIAS=bias is not None,
         USE_DOT=cfg.use_dot, EMULATE_RNE=_INTERPRET, PDL=pdl, PRELOAD=_PRELOAD_TILES,
         ROPE=rope is not None, HEAD_DIM=head_dim, SILU_MUL=silu_mul,
+        SQ_IN_PAD=triton.next_power_of_2(sumsq.shape[1]) if sumsq is not None else 1,
+        ADD_RESIDUAL=add_residual is not None,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages, **pdl_launch_kwargs(pdl),
     )
-    return out, new_res
+    return out, new_res, sq_out
 
 
 def skinny_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
@@ -463,22 +515,26 @@ def skinny_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     return _launch(x, weight, bias, x.shape[-1], PROLOGUE_NONE, config=config, rope=rope, silu_mul=silu_mul)[0]
 
 
-def skinny_silu_mul_linear(gate_up: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-                           config: SkinnyConfig | None = None) -> torch.Tensor:
-    """F.linear(silu_and_mul(gate_up), weight, bias); gate_up [M, 2K] = [gate | up]."""
-    if gate_up.shape[-1] % 2:
-        raise ValueError(f"skinny_silu_mul_linear: last dim {gate_up.shape[-1]} is odd")
-    return _launch(gate_up, weight, bias, gate_up.shape[-1] // 2, PROLOGUE_SILU_MUL, config=config)[0]
+def skinny_linear_residual(x: torch.Tensor, weight: torch.Tensor, residual: torch.Tensor,
+                           bias: torch.Tensor | None = None,
+                           config: SkinnyConfig | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(stream, sumsq): stream = residual + F.linear(x, weight, bias), both terms rounded
+    to the dtype as separate ops would (`rms_norm_ref`'s add); sumsq [M, programs] float64
+    partial sums of each stream row's squares, for `skinny_rmsnorm_linear(..., sumsq=)`."""
+    out, _, sq = _launch(x, weight, bias, x.shape[-1], PROLOGUE_NONE, config=config, add_residual=residual)
+    assert sq is not None
+    return out, sq
 
 
 def skinny_rmsnorm_linear(
     x: torch.Tensor, residual: torch.Tensor | None, norm_weight: torch.Tensor, eps: float,
     weight: torch.Tensor, bias: torch.Tensor | None = None, config: SkinnyConfig | None = None,
-    rope: RopeKVStore | None = None, silu_mul: bool = False,
+    rope: RopeKVStore | None = None, silu_mul: bool = False, sumsq: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(F.linear(rmsnorm(x + residual) * norm_weight, weight, bias), x + residual); with
     `rope`, the rotary and KV store follow the projection; with `silu_mul`, the SiLU-and-mul
-    of a [gate | up] output (as `skinny_linear`).
+    of a [gate | up] output (as `skinny_linear`). With `sumsq` (from `skinny_linear_residual`,
+    which produced x; residual None) the rows' sums of squares are not recomputed.
 
     Without a residual the second value is x itself (the residual stream starts there)."""
     k = x.shape[-1]
@@ -486,6 +542,9 @@ def skinny_rmsnorm_linear(
         raise ValueError(f"skinny_rmsnorm_linear: norm weight {tuple(norm_weight.shape)} != ({k},)")
     if residual is not None and (residual.shape != x.shape or not residual.is_contiguous()):
         raise ValueError(f"skinny_rmsnorm_linear: residual {tuple(residual.shape)} must be a contiguous {tuple(x.shape)}")
-    out, new_res = _launch(x, weight, bias, k, PROLOGUE_RMSNORM, residual, norm_weight.contiguous(), eps, config,
-                           rope, silu_mul)
+    if sumsq is not None and residual is not None:
+        raise ValueError("skinny_rmsnorm_linear: sumsq describes x alone; add the residual first")
+    prologue = PROLOGUE_RMSNORM if sumsq is None else PROLOGUE_RMSNORM_PRESUMMED
+    out, new_res, _ = _launch(x, weight, bias, k, prologue, residual, norm_weight.contiguous(), eps, config,
+                              rope, silu_mul, sumsq=sumsq)
     return out, (new_res if new_res is not None else x)

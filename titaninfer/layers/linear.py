@@ -6,11 +6,16 @@ SiLU-and-multiply that precedes a projection into the same pass (see kernels/ski
 `skinny_rows_ok` is the one switch; the fused helpers fall back to the separate ops.
 The qkv projection can also take the rotary and the KV-cache store after it
 (`norm_linear_rope`).
+
+The residual stream between sublayers is a `Stream`: a branch output and the residual it
+is still to be added to (the next norm adds it), or, after `linear_residual` on the
+skinny path, the sum itself with its rows' sums of squares, so the next norm is only the
+next projection's prologue.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +28,17 @@ from titaninfer.layers.norm import RMSNorm
 
 if TYPE_CHECKING:
     from titaninfer.kernels.skinny_gemm import RopeKVStore
+
+
+class Stream(NamedTuple):
+    """The residual stream, x + residual (residual None: x alone, e.g. the embeddings).
+
+    sumsq, when set (residual then None): float64 partial sums of the squares of each row of
+    x, from the projection that produced x (`linear_residual`); a norm of x may use them."""
+
+    x: torch.Tensor
+    residual: torch.Tensor | None = None
+    sumsq: torch.Tensor | None = None
 
 
 def skinny_rows_ok(x: torch.Tensor) -> bool:
@@ -41,65 +57,68 @@ def linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
     return F.linear(x, layer.weight, layer.bias)
 
 
-def norm_linear(x: torch.Tensor, residual: torch.Tensor | None, norm: RMSNorm,
-                layer: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
-    """(layer(norm(x + residual)), x + residual); without a residual the stream starts at x."""
-    out, new_residual, _ = norm_linear_rope(x, residual, norm, layer, None)
-    return out, new_residual
+def linear_residual(x: torch.Tensor, layer: nn.Linear, residual: torch.Tensor, fuse: bool = True) -> Stream:
+    """The stream residual + layer(x). On the skinny path (with `fuse`) the GEMV adds the
+    residual itself and sums the squares of the result for the next norm
+    (`skinny_linear_residual`); elsewhere the add is left to that norm."""
+    if fuse and skinny_rows_ok(x) and residual.is_contiguous():
+        from titaninfer.kernels.skinny_gemm import skinny_linear_residual
+
+        stream, sumsq = skinny_linear_residual(x, layer.weight, residual, layer.bias)
+        return Stream(stream, None, sumsq)
+    return Stream(linear(x, layer), residual)
 
 
-def norm_linear_rope(x: torch.Tensor, residual: torch.Tensor | None, norm: RMSNorm, layer: nn.Linear,
+def norm_linear(stream: Stream, norm: RMSNorm, layer: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
+    """(layer(norm(stream)), the stream summed into one tensor)."""
+    out, summed, _ = norm_linear_rope(stream, norm, layer, None)
+    return out, summed
+
+
+def norm_linear_rope(stream: Stream, norm: RMSNorm, layer: nn.Linear,
                      rope: RopeKVStore | None) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """norm_linear, plus (third value True) the rotary and KV store of `rope` in the same
     kernel where the skinny path runs and its tiles allow: q and k of the output are then
     rotated and the cache holds this step's k and v. False: the caller still has to."""
+    x = stream.x
     if skinny_rows_ok(x):
         from titaninfer.kernels.skinny_gemm import rope_epilogue_fits
 
         n, k = layer.weight.shape
         if rope is not None and not rope_epilogue_fits(x.shape[0], n, k, rope.k_cache.shape[-1]):
             rope = None
-        out, new_residual = _skinny_norm_linear(x, residual, norm, layer, rope=rope)
-        return out, new_residual, rope is not None
-    h, summed = norm(x, residual)
+        out, summed = _skinny_norm_linear(stream, norm, layer, rope=rope)
+        return out, summed, rope is not None
+    h, summed = norm(x, stream.residual)
     return F.linear(h, layer.weight, layer.bias), (x if summed is None else summed), False
 
 
-def norm_linear_silu_mul(x: torch.Tensor, residual: torch.Tensor | None, norm: RMSNorm,
-                         layer: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
-    """(silu_and_mul(layer(norm(x + residual))), x + residual) for a [gate | up] layer: the
+def norm_linear_silu_mul(stream: Stream, norm: RMSNorm, layer: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
+    """(silu_and_mul(layer(norm(stream))), the stream summed) for a [gate | up] layer: the
     activations [T, I] the down projection takes. On the skinny path the SiLU-and-mul is
     the GEMV's epilogue (and the norm its prologue where that pays); elsewhere its own op."""
-    if skinny_rows_ok(x):
-        return _skinny_norm_linear(x, residual, norm, layer, silu_mul=True)
-    gate_up, new_residual = norm_linear(x, residual, norm, layer)
-    return silu_and_mul(gate_up), new_residual
+    if skinny_rows_ok(stream.x):
+        return _skinny_norm_linear(stream, norm, layer, silu_mul=True)
+    gate_up, summed = norm_linear(stream, norm, layer)
+    return silu_and_mul(gate_up), summed
 
 
-def _skinny_norm_linear(x: torch.Tensor, residual: torch.Tensor | None, norm: RMSNorm, layer: nn.Linear,
+def _skinny_norm_linear(stream: Stream, norm: RMSNorm, layer: nn.Linear,
                         rope: RopeKVStore | None = None, silu_mul: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """The skinny path of the helpers above: the norm as the GEMV's prologue where that pays
-    (`rmsnorm_prologue_pays`), else the norm kernel first; `rope` / `silu_mul` epilogues as
-    `skinny_linear` takes them."""
+    """The skinny path of the helpers above: the norm as the GEMV's prologue when the stream
+    brings its sums of squares or where recomputing them pays (`rmsnorm_prologue_pays`),
+    else the norm kernel first; `rope` / `silu_mul` epilogues as `skinny_linear` takes them."""
     from titaninfer.kernels.skinny_gemm import (
         rmsnorm_prologue_pays,
         skinny_linear,
         skinny_rmsnorm_linear,
     )
 
+    x, residual = stream.x, stream.residual
     n, k = layer.weight.shape
-    if rmsnorm_prologue_pays(x.shape[0], n, k):
+    if stream.sumsq is not None or rmsnorm_prologue_pays(x.shape[0], n, k):
         return skinny_rmsnorm_linear(x, residual, norm.weight, norm.eps, layer.weight, layer.bias,
-                                     rope=rope, silu_mul=silu_mul)
+                                     rope=rope, silu_mul=silu_mul, sumsq=stream.sumsq)
     h, summed = norm(x, residual)
     out = skinny_linear(h, layer.weight, layer.bias, rope=rope, silu_mul=silu_mul)
     return out, (x if summed is None else summed)
-
-
-def silu_mul_linear(gate_up: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
-    """layer(silu(gate) * up) for gate_up = [gate | up]."""
-    if skinny_rows_ok(gate_up):
-        from titaninfer.kernels.skinny_gemm import skinny_silu_mul_linear
-
-        return skinny_silu_mul_linear(gate_up, layer.weight, layer.bias)
-    return F.linear(silu_and_mul(gate_up), layer.weight, layer.bias)

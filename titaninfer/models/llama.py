@@ -19,11 +19,11 @@ from titaninfer.layers.attention import paged_attention
 from titaninfer.layers.attention_metadata import AttentionMetadata
 from titaninfer.layers.dispatch import use_triton
 from titaninfer.layers.linear import (
+    Stream,
     linear,
-    norm_linear,
+    linear_residual,
     norm_linear_rope,
     norm_linear_silu_mul,
-    silu_mul_linear,
 )
 from titaninfer.layers.norm import RMSNorm
 from titaninfer.layers.rotary import RotaryEmbedding
@@ -36,9 +36,10 @@ KVCache = tuple[torch.Tensor, torch.Tensor]  # (k_cache, v_cache) of one layer
 # Rotary + KV store in the qkv projection's epilogue where the GEMV path runs (batch 1):
 # one kernel fewer per layer. False: the separate rotary kernel (A/B, debugging).
 ROPE_IN_QKV_PROJECTION = True
-# SiLU-and-mul in the gate_up GEMV's epilogue (computed once per activation) instead of in
-# the down GEMV's prologue (recomputed by each of its programs). False: the prologue (A/B).
-SILU_IN_GATE_UP = True
+# The o and down projections add the residual and sum its squares in their epilogue where
+# the GEMV path runs, so the norm after each is the next projection's prologue: two norm
+# kernels fewer per layer. False: the add and norm in the norm kernel (A/B, debugging).
+RESIDUAL_IN_PROJECTION = True
 
 
 class Attention(nn.Module):
@@ -70,10 +71,11 @@ class Attention(nn.Module):
                            self.q_size, self.kv_size)
 
     def forward(self, positions: torch.Tensor, qkv: torch.Tensor, kv_cache: KVCache,
-                meta: AttentionMetadata, rotated: bool = False) -> torch.Tensor:
+                meta: AttentionMetadata, residual: torch.Tensor, rotated: bool = False) -> Stream:
         """qkv: this layer's fused q/k/v projection [T, q_size + 2 * kv_size] (the decoder
-        layer computes it, with the input norm fused in) -> o_proj output [T, H].
-        rotated: the projection already rotated q and k and stored k and v in the cache."""
+        layer computes it, with the input norm fused in) -> the stream residual + o_proj
+        output [T, H]. rotated: the projection already rotated q and k and stored k and v
+        in the cache."""
         t = qkv.shape[0]
         q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
         q = q.reshape(t, self.num_heads, self.head_dim)
@@ -98,7 +100,7 @@ class Attention(nn.Module):
                 k = self.k_norm(k)[0]
             q, k = rotary_ref(positions, q, k, cos_sin)
             o = paged_attention(q, k, v, k_cache, v_cache, meta, self.scale)
-        return linear(o.reshape(t, self.q_size), self.o_proj)
+        return linear_residual(o.reshape(t, self.q_size), self.o_proj, residual, RESIDUAL_IN_PROJECTION)
 
 
 class MLP(nn.Module):
@@ -107,15 +109,11 @@ class MLP(nn.Module):
         self.gate_up_proj = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
 
-    def forward(self, h: torch.Tensor, residual: torch.Tensor, norm: RMSNorm) -> tuple[torch.Tensor, torch.Tensor]:
-        """(down(silu(gate) * up) of norm(h + residual), the new residual stream h + residual).
-        The SiLU-and-mul runs in the gate_up projection's epilogue or the down projection's
-        prologue (SILU_IN_GATE_UP) where the GEMV path runs; as its own op elsewhere."""
-        if SILU_IN_GATE_UP:
-            act, residual = norm_linear_silu_mul(h, residual, norm, self.gate_up_proj)
-            return linear(act, self.down_proj), residual
-        gate_up, residual = norm_linear(h, residual, norm, self.gate_up_proj)
-        return silu_mul_linear(gate_up, self.down_proj), residual
+    def forward(self, stream: Stream, norm: RMSNorm) -> Stream:
+        """stream + down(silu(gate) * up) of norm(stream). The SiLU-and-mul runs in the
+        gate_up projection's epilogue where the GEMV path runs; as its own op elsewhere."""
+        act, summed = norm_linear_silu_mul(stream, norm, self.gate_up_proj)
+        return linear_residual(act, self.down_proj, summed, RESIDUAL_IN_PROJECTION)
 
 
 class DecoderLayer(nn.Module):
@@ -126,15 +124,15 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
-    def forward(self, positions: torch.Tensor, x: torch.Tensor, residual: torch.Tensor | None,
-                kv_cache: KVCache, meta: AttentionMetadata) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, positions: torch.Tensor, stream: Stream, kv_cache: KVCache,
+                meta: AttentionMetadata) -> Stream:
         # Each norm runs inside the projection that follows it (one pass on the skinny path),
-        # and the rotary + KV store inside the qkv projection where it can.
-        # First layer: no residual yet, the stream starts as the embeddings x.
+        # the residual adds inside the projections before them, and the rotary + KV store
+        # inside the qkv projection where it can. First layer: the stream is the embeddings.
         rope = self.self_attn.rope_kv_store(positions, kv_cache, meta)
-        qkv, residual, rotated = norm_linear_rope(x, residual, self.input_layernorm, self.self_attn.qkv_proj, rope)
-        h = self.self_attn(positions, qkv, kv_cache, meta, rotated)
-        return self.mlp(h, residual, self.post_attention_layernorm)
+        qkv, summed, rotated = norm_linear_rope(stream, self.input_layernorm, self.self_attn.qkv_proj, rope)
+        stream = self.self_attn(positions, qkv, kv_cache, meta, summed, rotated)
+        return self.mlp(stream, self.post_attention_layernorm)
 
 
 class LlamaForCausalLM(nn.Module):
@@ -154,11 +152,10 @@ class LlamaForCausalLM(nn.Module):
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor,
                 kv_caches: list[KVCache], meta: AttentionMetadata) -> torch.Tensor:
         """input_ids, positions: [T] -> final hidden states [T, H] (normed)."""
-        x = self.embed_tokens(input_ids)
-        residual: torch.Tensor | None = None
+        stream = Stream(self.embed_tokens(input_ids))
         for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
-            x, residual = layer(positions, x, residual, kv_cache, meta)
-        return self.norm(x, residual)[0]
+            stream = layer(positions, stream, kv_cache, meta)
+        return self.norm(stream.x, stream.residual)[0]
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden: [N, H] -> float32 logits [N, V]."""
