@@ -26,8 +26,7 @@ B="python -m titaninfer.bench"
 # Decode-latency A/B of tuning constants (benchmarks/with_overrides.py), one model per stage.
 K=titaninfer.kernels
 # A name starting "off" runs with TITANINFER_PDL=0.
-VARIANTS=("base|" "norm-kernel|titaninfer.models.llama.RESIDUAL_IN_PROJECTION=False"
-          "attn-1split|$K.decode_attention._MIN_TOKENS_PER_SPLIT=1000000")
+VARIANTS=("base|" "norm-kernel|titaninfer.models.llama.RESIDUAL_IN_PROJECTION=False")
 variant_step() {  # variant_step PREFIX TIMEOUT "NAME|OVERRIDES" MODULE ARGS...: step PREFIX-NAME
   local prefix=$1 t=$2 name=${3%%|*} ovr=${3#*|} pdl=1
   shift 3

@@ -117,20 +117,20 @@ def test_layer_skinny_path_silu_epilogue(prologue_limit, device, monkeypatch):
 @pytest.mark.parametrize("with_bias", [False, True])
 def test_residual_epilogue(m, n, k, config, with_bias, device, poison_empty):
     """skinny_linear_residual: the stream is bit for bit rms_norm_ref's x + residual of the
-    plain projection (same tiles), and the partial sums add up to each row's sum of squares
-    (float64: exact here, whatever the grouping)."""
+    plain projection (same tiles), and the programs' atomic float64 sums add up to each
+    row's sum of squares exactly, added onto what sumsq_out held."""
     torch.manual_seed(m * 31 + n)
     dtype = torch.bfloat16
     x = torch.randn(m, k, device=device).to(dtype)
     w = (torch.randn(n, k, device=device) / k ** 0.5).to(dtype)
     b = torch.randn(n, device=device).to(dtype) if with_bias else None
     res = (torch.randn(m, n, device=device) * 4).to(dtype)
-    stream, sumsq = skinny_linear_residual(x, w, res, b, config=config)
+    sumsq = torch.full((m,), 0.5, dtype=torch.float64, device=device)
+    stream = skinny_linear_residual(x, w, res, sumsq, b, config=config)
     plain = skinny_linear(x, w, b, config=config)
     expect = rms_norm_ref(plain, torch.ones(n, device=device, dtype=dtype), 1e-6, res)[1]
     assert torch.equal(stream, expect)
-    assert sumsq.dtype == torch.float64 and sumsq.shape[0] == m
-    assert torch.equal(sumsq.sum(1), stream.double().pow(2).sum(1)), "partials of the stream's squares"
+    assert torch.equal(sumsq, 0.5 + stream.double().pow(2).sum(1)), "the stream's sums of squares"
     torch.testing.assert_close(stream.float(), (_matmul_ref(x, w, b).float() + res.float()), rtol=2**-6, atol=0.05)
 
 
@@ -152,7 +152,8 @@ def test_presummed_norm_prologue(m, n, k, h, config, epilogue, device, poison_em
     nw = (1 + torch.randn(k, device=device) * 0.1).to(dtype)
     w = (torch.randn(2 * n, k, device=device) / k ** 0.5 * 3).to(dtype)
     silu = epilogue == "silu"
-    stream, sumsq = skinny_linear_residual(a, w_o, res, config=config)
+    sumsq = torch.zeros(m, dtype=torch.float64, device=device)
+    stream = skinny_linear_residual(a, w_o, res, sumsq, config=config)
     fused, same = skinny_rmsnorm_linear(stream, None, nw, 1e-5, w, None, config=config, silu_mul=silu, sumsq=sumsq)
     assert same is stream
     norm = RMSNorm(k, 1e-5).to(device=device, dtype=dtype)
@@ -170,7 +171,9 @@ def test_presummed_norm_prologue(m, n, k, h, config, epilogue, device, poison_em
     with pytest.raises(ValueError, match="one epilogue"):
         from titaninfer.kernels.skinny_gemm import _launch
 
-        _launch(a, w_o, None, h, 0, silu_mul=True, add_residual=res)
+        _launch(a, w_o, None, h, 0, silu_mul=True, add_residual=res, sumsq_out=sumsq)
+    with pytest.raises(ValueError, match="needs both"):
+        _launch(a, w_o, None, h, 0, add_residual=res)
 
 
 @gpu

@@ -15,19 +15,19 @@ launch and no extra activation round trip:
                        its roundings included); the programs of the first column block
                        also store x + residual, the new residual stream.
     PROLOGUE_RMSNORM_PRESUMMED
-                       x is the residual stream and `sumsq` its rows' sums of squares
-                       in partial sums, written by the projection that produced x (the
-                       residual epilogue below): rmsnorm(x) * norm_w without a pass
-                       over x for the sum.
+                       x is the residual stream and `sumsq` [M] its rows' sums of
+                       squares, accumulated by the projection that produced x (the
+                       residual epilogue below): rmsnorm(x) * norm_w with one load for
+                       the sum instead of a pass over x.
 
 Each program recomputes the prologue for its rows of x (a few KiB, from L2). The RMSNorm
-prologue reads x twice: once for the row's sum of squares, once in the main loop; the
-presummed one loads the partial sums instead (one L2 round trip, beside x's).
+prologue reads x twice: once for the row's sum of squares, once in the main loop.
 
 Sums of squares accumulate in float64, here and in `rmsnorm.py`: squares of 16-bit
 values are exact there and a sum of a few thousand of them is exact or within 2^-40, so
-its float32 rounding does not depend on the order of the terms. The norm kernel, both
-prologues and the partial sums of the epilogue therefore give the same rstd, bit for bit.
+its float32 rounding does not depend on the order of the terms (nor on the order in which
+the epilogue's atomics land). The norm kernel, both prologues and the epilogue's sums
+therefore give the same rstd, bit for bit.
 
 And what follows the qkv projection (`RopeKVStore`, epilogue): the q and k rows are
 rotated (`reference.rotary_ref`, neox halves) and the rotated k and the v rows stored
@@ -39,8 +39,11 @@ one head) instead of BLOCK_N consecutive rows; the output keeps its layout.
 Or, after an o or down projection (`skinny_linear_residual`, epilogue): the residual
 add, stream = round(round(out) + residual) as `rms_norm_ref` rounds it, stored instead of
 the projection's output, and each program's float64 sum of the squares of its columns of
-the stream, `sumsq[m, program]`: the next norm then needs no kernel of its own and no
-pass over x (PROLOGUE_RMSNORM_PRESUMMED in the next projection).
+the stream, added atomically into `sumsq[m]` (zeroed by the caller): the next norm then
+needs no kernel of its own and no pass over x (PROLOGUE_RMSNORM_PRESUMMED in the next
+projection). A first version stored per-program partials that each consumer program
+summed (4-8 KiB from L2, after its PDL wait): slower than the norm kernel it replaced
+(docs/kernels.md).
 
 Or, after a [gate | up] projection (`silu_mul=True`, epilogue): silu(gate) * up,
 so the output is half as wide and the down projection reads finished activations (a
@@ -254,12 +257,12 @@ def _skinny_gemm_kernel(
     M, N, K, x_stride, eps,
     pos_ptr, cs_ptr, cs_s0, slot_ptr, kc_ptr, vc_ptr, kc_s0, kc_s1, kc_s2, vc_s0, vc_s1, vc_s2, kv_block,
     q_size, kv_size, gate_size,
-    sq_in_ptr, n_sq_in, add_ptr, sq_out_ptr,
+    sq_in_ptr, add_ptr, sq_out_ptr,
     BM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     PROLOGUE: tl.constexpr, HAS_RES: tl.constexpr, HAS_BIAS: tl.constexpr,
     USE_DOT: tl.constexpr, EMULATE_RNE: tl.constexpr, PDL: tl.constexpr, PRELOAD: tl.constexpr,
     ROPE: tl.constexpr, HEAD_DIM: tl.constexpr, SILU_MUL: tl.constexpr,
-    SQ_IN_PAD: tl.constexpr, ADD_RESIDUAL: tl.constexpr,
+    ADD_RESIDUAL: tl.constexpr,
 ):
     pid = tl.program_id(0)
     lanes = tl.arange(0, BLOCK_N)
@@ -304,11 +307,9 @@ def _skinny_gemm_kernel(
             xs64 = xs.to(tl.float64)
             sq += tl.sum(xs64 * xs64, axis=1)
         rstd = tl.div_rn(1.0, tl.sqrt_rn(sq.to(tl.float32) / K + eps))
-    if PROLOGUE == 3:  # the producer's partial sums of squares: one load, no pass over x
-        parts = tl.arange(0, SQ_IN_PAD)
-        sq_parts = tl.load(sq_in_ptr + ms[:, None] * n_sq_in + parts[None, :],
-                           mask=m_ok[:, None] & (parts < n_sq_in)[None, :], other=0.0)
-        rstd = tl.div_rn(1.0, tl.sqrt_rn(tl.sum(sq_parts, axis=1).to(tl.float32) / K + eps))
+    if PROLOGUE == 3:  # the producer's sums of squares: one load, no pass over x
+        sq = tl.load(sq_in_ptr + ms, mask=m_ok, other=0.0)
+        rstd = tl.div_rn(1.0, tl.sqrt_rn(sq.to(tl.float32) / K + eps))
 
     if not USE_DOT and BM == 1:
         acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
@@ -341,10 +342,11 @@ def _skinny_gemm_kernel(
                                 dtype, BLOCK_N, HEAD_DIM, EMULATE_RNE)
     if ADD_RESIDUAL:
         # The projection's output rounds as if stored, then the add rounds (rms_norm_ref's
-        # order); this program's part of each row's sum of squares, in float64.
+        # order); this program's part of each row's sum of squares, in float64 (its result
+        # is not used, so the atomic does not hold the program).
         stream = round_to(round_to(acc, dtype, EMULATE_RNE).to(tl.float32) + stream_in, dtype, EMULATE_RNE)
         s64 = stream.to(tl.float32).to(tl.float64)
-        tl.store(sq_out_ptr + ms * tl.num_programs(0) + pid, tl.sum(s64 * s64, axis=1), mask=m_ok)
+        tl.atomic_add(sq_out_ptr + ms, tl.sum(s64 * s64, axis=1), mask=m_ok, sem="relaxed")
         acc = stream.to(tl.float32)  # masked columns: 0 + 0, not stored
     if SILU_MUL:
         # gate and up round as the projection's output would, then silu(gate) * up once.
@@ -444,9 +446,8 @@ def _check_rope(rope: RopeKVStore, m: int, n: int) -> int:
 
 
 def _check_sumsq(sumsq: torch.Tensor, m: int) -> None:
-    if sumsq.dim() != 2 or sumsq.shape[0] != m or sumsq.shape[1] < 1 or sumsq.dtype != torch.float64 \
-            or not sumsq.is_contiguous():
-        raise ValueError(f"sumsq {tuple(sumsq.shape)} {sumsq.dtype} must be contiguous float64 [{m}, parts]")
+    if sumsq.shape != (m,) or sumsq.dtype != torch.float64 or sumsq.stride(0) != 1:
+        raise ValueError(f"sumsq {tuple(sumsq.shape)} {sumsq.dtype} must be a contiguous float64 [{m}]")
 
 
 def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, k: int, prologue: int,
@@ -454,8 +455,9 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, k:
             eps: float = 0.0, config: SkinnyConfig | None = None,
             rope: RopeKVStore | None = None, silu_mul: bool = False,
             sumsq: torch.Tensor | None = None, add_residual: torch.Tensor | None = None,
-            ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """(out, x + residual of the norm prologue or None, the residual epilogue's sumsq or None)."""
+            sumsq_out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(out, x + residual of the norm prologue or None). sumsq: the presummed prologue's
+    input; add_residual with sumsq_out: the residual epilogue's."""
     _check(x, weight, k)
     m, n = x.shape[0], weight.shape[0]
     head_dim = _check_rope(rope, m, n) if rope is not None else 2
@@ -463,6 +465,10 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, k:
         raise ValueError("one epilogue at a time: rope (qkv), SiLU-and-mul (gate_up) or the residual add")
     if sumsq is not None:
         _check_sumsq(sumsq, m)
+    if (add_residual is None) != (sumsq_out is None):
+        raise ValueError("residual epilogue: needs both the residual and sumsq_out")
+    if sumsq_out is not None:
+        _check_sumsq(sumsq_out, m)
     if add_residual is not None and (add_residual.shape != (m, n) or add_residual.dtype != x.dtype
                                      or not add_residual.is_contiguous()):
         raise ValueError(f"residual epilogue: residual {tuple(add_residual.shape)} {add_residual.dtype} "
@@ -470,17 +476,14 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, k:
     out = torch.empty((m, n // 2 if silu_mul else n), dtype=x.dtype, device=x.device)
     new_res = torch.empty((m, k), dtype=x.dtype, device=x.device) if residual is not None else None
     cfg = config or pick_config(m, n, k)
-    n_programs = triton.cdiv(n // 2, cfg.block_n // 2) if silu_mul else triton.cdiv(n, cfg.block_n)
-    sq_out = (torch.empty((m, n_programs), dtype=torch.float64, device=x.device)
-              if add_residual is not None else None)
     if m == 0:
-        return out, new_res, sq_out
+        return out, new_res
     if rope is not None and not rope_epilogue_fits(m, n, k, head_dim, cfg):
         raise ValueError(f"rope epilogue: BLOCK_N={cfg.block_n} must be even and divide head dim {head_dim}")
     if silu_mul and (cfg.block_n % 2 or n % 2):
         raise ValueError(f"SiLU epilogue: BLOCK_N={cfg.block_n} and N={n} must be even")
     bm = max(16, m_bucket(m)) if cfg.use_dot else m_bucket(m)
-    grid = (n_programs,)
+    grid = (triton.cdiv(n // 2, cfg.block_n // 2),) if silu_mul else (triton.cdiv(n, cfg.block_n),)
     pdl = pdl_mode(x.device)
     if rope is not None:
         kc, vc = rope.k_cache, rope.v_cache
@@ -494,17 +497,16 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, k:
         residual if residual is not None else x, norm_weight if norm_weight is not None else weight,
         new_res if new_res is not None else out,
         m, n, k, x.stride(0), float(eps), *rope_args, n // 2,
-        sumsq if sumsq is not None else x, sumsq.shape[1] if sumsq is not None else 1,
-        add_residual if add_residual is not None else x, sq_out if sq_out is not None else x,
+        sumsq if sumsq is not None else x, add_residual if add_residual is not None else x,
+        sumsq_out if sumsq_out is not None else x,
         BM=bm, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
         PROLOGUE=prologue, HAS_RES=residual is not None, HAS_BIAS=bias is not None,
         USE_DOT=cfg.use_dot, EMULATE_RNE=_INTERPRET, PDL=pdl, PRELOAD=_PRELOAD_TILES,
         ROPE=rope is not None, HEAD_DIM=head_dim, SILU_MUL=silu_mul,
-        SQ_IN_PAD=triton.next_power_of_2(sumsq.shape[1]) if sumsq is not None else 1,
         ADD_RESIDUAL=add_residual is not None,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages, **pdl_launch_kwargs(pdl),
     )
-    return out, new_res, sq_out
+    return out, new_res
 
 
 def skinny_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
@@ -515,15 +517,13 @@ def skinny_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     return _launch(x, weight, bias, x.shape[-1], PROLOGUE_NONE, config=config, rope=rope, silu_mul=silu_mul)[0]
 
 
-def skinny_linear_residual(x: torch.Tensor, weight: torch.Tensor, residual: torch.Tensor,
-                           bias: torch.Tensor | None = None,
-                           config: SkinnyConfig | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(stream, sumsq): stream = residual + F.linear(x, weight, bias), both terms rounded
-    to the dtype as separate ops would (`rms_norm_ref`'s add); sumsq [M, programs] float64
-    partial sums of each stream row's squares, for `skinny_rmsnorm_linear(..., sumsq=)`."""
-    out, _, sq = _launch(x, weight, bias, x.shape[-1], PROLOGUE_NONE, config=config, add_residual=residual)
-    assert sq is not None
-    return out, sq
+def skinny_linear_residual(x: torch.Tensor, weight: torch.Tensor, residual: torch.Tensor, sumsq_out: torch.Tensor,
+                           bias: torch.Tensor | None = None, config: SkinnyConfig | None = None) -> torch.Tensor:
+    """stream = residual + F.linear(x, weight, bias), both terms rounded to the dtype as
+    separate ops would (`rms_norm_ref`'s add); each stream row's sum of squares is added
+    into sumsq_out [M] (float64, zeroed by the caller), for `skinny_rmsnorm_linear(..., sumsq=)`."""
+    return _launch(x, weight, bias, x.shape[-1], PROLOGUE_NONE, config=config, add_residual=residual,
+                   sumsq_out=sumsq_out)[0]
 
 
 def skinny_rmsnorm_linear(
@@ -545,6 +545,6 @@ def skinny_rmsnorm_linear(
     if sumsq is not None and residual is not None:
         raise ValueError("skinny_rmsnorm_linear: sumsq describes x alone; add the residual first")
     prologue = PROLOGUE_RMSNORM if sumsq is None else PROLOGUE_RMSNORM_PRESUMMED
-    out, new_res, _ = _launch(x, weight, bias, k, prologue, residual, norm_weight.contiguous(), eps, config,
-                              rope, silu_mul, sumsq=sumsq)
+    out, new_res = _launch(x, weight, bias, k, prologue, residual, norm_weight.contiguous(), eps, config,
+                           rope, silu_mul, sumsq=sumsq)
     return out, (new_res if new_res is not None else x)

@@ -33,8 +33,8 @@ if TYPE_CHECKING:
 class Stream(NamedTuple):
     """The residual stream, x + residual (residual None: x alone, e.g. the embeddings).
 
-    sumsq, when set (residual then None): float64 partial sums of the squares of each row of
-    x, from the projection that produced x (`linear_residual`); a norm of x may use them."""
+    sumsq, when set (residual then None): [T] float64 sums of the squares of each row of x,
+    from the projection that produced x (`linear_residual`); a norm of x may use them."""
 
     x: torch.Tensor
     residual: torch.Tensor | None = None
@@ -57,15 +57,23 @@ def linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
     return F.linear(x, layer.weight, layer.bias)
 
 
-def linear_residual(x: torch.Tensor, layer: nn.Linear, residual: torch.Tensor, fuse: bool = True) -> Stream:
-    """The stream residual + layer(x). On the skinny path (with `fuse`) the GEMV adds the
-    residual itself and sums the squares of the result for the next norm
-    (`skinny_linear_residual`); elsewhere the add is left to that norm."""
-    if fuse and skinny_rows_ok(x) and residual.is_contiguous():
+def sumsq_slots(x: torch.Tensor, n: int) -> torch.Tensor | None:
+    """Zeroed [n, T] float64 accumulators for the `linear_residual` calls of one forward over
+    tokens x, one row per call; None off the skinny path, where nothing would use them.
+    One allocation per forward: zeroing them one by one would put a memset between the
+    kernels of the step."""
+    return torch.zeros((n, x.shape[0]), dtype=torch.float64, device=x.device) if skinny_rows_ok(x) else None
+
+
+def linear_residual(x: torch.Tensor, layer: nn.Linear, residual: torch.Tensor,
+                    sumsq_out: torch.Tensor | None = None) -> Stream:
+    """The stream residual + layer(x). With `sumsq_out` (a zeroed row of `sumsq_slots`) on
+    the skinny path the GEMV adds the residual itself and sums the squares of the result
+    for the next norm (`skinny_linear_residual`); otherwise the add is left to that norm."""
+    if sumsq_out is not None and skinny_rows_ok(x) and residual.is_contiguous():
         from titaninfer.kernels.skinny_gemm import skinny_linear_residual
 
-        stream, sumsq = skinny_linear_residual(x, layer.weight, residual, layer.bias)
-        return Stream(stream, None, sumsq)
+        return Stream(skinny_linear_residual(x, layer.weight, residual, sumsq_out, layer.bias), None, sumsq_out)
     return Stream(linear(x, layer), residual)
 
 

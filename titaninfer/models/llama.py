@@ -24,6 +24,7 @@ from titaninfer.layers.linear import (
     linear_residual,
     norm_linear_rope,
     norm_linear_silu_mul,
+    sumsq_slots,
 )
 from titaninfer.layers.norm import RMSNorm
 from titaninfer.layers.rotary import RotaryEmbedding
@@ -71,11 +72,12 @@ class Attention(nn.Module):
                            self.q_size, self.kv_size)
 
     def forward(self, positions: torch.Tensor, qkv: torch.Tensor, kv_cache: KVCache,
-                meta: AttentionMetadata, residual: torch.Tensor, rotated: bool = False) -> Stream:
+                meta: AttentionMetadata, residual: torch.Tensor, rotated: bool = False,
+                sumsq_out: torch.Tensor | None = None) -> Stream:
         """qkv: this layer's fused q/k/v projection [T, q_size + 2 * kv_size] (the decoder
         layer computes it, with the input norm fused in) -> the stream residual + o_proj
         output [T, H]. rotated: the projection already rotated q and k and stored k and v
-        in the cache."""
+        in the cache. sumsq_out: see `layers.linear.linear_residual`."""
         t = qkv.shape[0]
         q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
         q = q.reshape(t, self.num_heads, self.head_dim)
@@ -100,7 +102,7 @@ class Attention(nn.Module):
                 k = self.k_norm(k)[0]
             q, k = rotary_ref(positions, q, k, cos_sin)
             o = paged_attention(q, k, v, k_cache, v_cache, meta, self.scale)
-        return linear_residual(o.reshape(t, self.q_size), self.o_proj, residual, RESIDUAL_IN_PROJECTION)
+        return linear_residual(o.reshape(t, self.q_size), self.o_proj, residual, sumsq_out)
 
 
 class MLP(nn.Module):
@@ -109,11 +111,11 @@ class MLP(nn.Module):
         self.gate_up_proj = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
 
-    def forward(self, stream: Stream, norm: RMSNorm) -> Stream:
+    def forward(self, stream: Stream, norm: RMSNorm, sumsq_out: torch.Tensor | None = None) -> Stream:
         """stream + down(silu(gate) * up) of norm(stream). The SiLU-and-mul runs in the
         gate_up projection's epilogue where the GEMV path runs; as its own op elsewhere."""
         act, summed = norm_linear_silu_mul(stream, norm, self.gate_up_proj)
-        return linear_residual(act, self.down_proj, summed, RESIDUAL_IN_PROJECTION)
+        return linear_residual(act, self.down_proj, summed, sumsq_out)
 
 
 class DecoderLayer(nn.Module):
@@ -125,14 +127,17 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
     def forward(self, positions: torch.Tensor, stream: Stream, kv_cache: KVCache,
-                meta: AttentionMetadata) -> Stream:
+                meta: AttentionMetadata, sumsq_out: torch.Tensor | None = None) -> Stream:
+        """sumsq_out: None, or two zeroed rows (`layers.linear.sumsq_slots`) for the residual
+        adds of the o and down projections."""
         # Each norm runs inside the projection that follows it (one pass on the skinny path),
         # the residual adds inside the projections before them, and the rotary + KV store
         # inside the qkv projection where it can. First layer: the stream is the embeddings.
+        attn_sumsq, mlp_sumsq = (None, None) if sumsq_out is None else (sumsq_out[0], sumsq_out[1])
         rope = self.self_attn.rope_kv_store(positions, kv_cache, meta)
         qkv, summed, rotated = norm_linear_rope(stream, self.input_layernorm, self.self_attn.qkv_proj, rope)
-        stream = self.self_attn(positions, qkv, kv_cache, meta, summed, rotated)
-        return self.mlp(stream, self.post_attention_layernorm)
+        stream = self.self_attn(positions, qkv, kv_cache, meta, summed, rotated, attn_sumsq)
+        return self.mlp(stream, self.post_attention_layernorm, mlp_sumsq)
 
 
 class LlamaForCausalLM(nn.Module):
@@ -153,8 +158,9 @@ class LlamaForCausalLM(nn.Module):
                 kv_caches: list[KVCache], meta: AttentionMetadata) -> torch.Tensor:
         """input_ids, positions: [T] -> final hidden states [T, H] (normed)."""
         stream = Stream(self.embed_tokens(input_ids))
-        for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
-            stream = layer(positions, stream, kv_cache, meta)
+        sumsq = sumsq_slots(stream.x, 2 * len(self.layers)) if RESIDUAL_IN_PROJECTION else None
+        for i, (layer, kv_cache) in enumerate(zip(self.layers, kv_caches, strict=True)):
+            stream = layer(positions, stream, kv_cache, meta, None if sumsq is None else sumsq[2 * i:2 * i + 2])
         return self.norm(stream.x, stream.residual)[0]
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
