@@ -26,7 +26,9 @@ B="python -m titaninfer.bench"
 # Decode-latency A/B of tuning constants (benchmarks/with_overrides.py), one model per stage.
 K=titaninfer.kernels
 # A name starting "off" runs with TITANINFER_PDL=0.
-VARIANTS=("base|" "norm-kernel|titaninfer.models.llama.RESIDUAL_IN_PROJECTION=False")
+VARIANTS=("base|" "norm-kernel|titaninfer.models.llama.RESIDUAL_IN_PROJECTION=False"
+          "presum-0|$K.skinny_gemm._PRESUMMED_PROLOGUE_MAX_WORK=0"
+          "presum-all|$K.skinny_gemm._PRESUMMED_PROLOGUE_MAX_WORK=1073741824")
 variant_step() {  # variant_step PREFIX TIMEOUT "NAME|OVERRIDES" MODULE ARGS...: step PREFIX-NAME
   local prefix=$1 t=$2 name=${3%%|*} ovr=${3#*|} pdl=1
   shift 3
@@ -62,7 +64,7 @@ for stage in "$@"; do case $stage in
   kernels) step pytest-kernels-gpu 90 python -m pytest -q -m gpu tests/kernels ;;
   kernels-all) step pytest-kernels-all-gpu 280 python -m pytest -q tests/kernels ;;
   e2e-long) step pytest-e2e-gpu 300 python -m pytest -q -s -m gpu tests/e2e/test_gpu.py ;;
-  skinny-tests) step pytest-skinny-gpu 60 python -m pytest -q tests/kernels/test_skinny_gemm.py ;;
+  skinny-tests) step pytest-skinny-gpu 150 python -m pytest -q tests/kernels/test_skinny_gemm.py ;;
   skinny-sweep) step skinny-sweep 200 python benchmarks/skinny_sweep.py --budget-s 140 --json "$OUT/skinny-sweep.json" ;;
   latency-ab) step latency-skinny 75 $B latency --engines titaninfer --no-progress \
              --model dummy:tinyllama-1.1b,dummy:llama3-8b --out "$OUT/packs/latency-skinny" --results-dir "$RESULTS/skinny" ;

@@ -13,10 +13,12 @@ from titaninfer.kernels.reference import rms_norm_ref, silu_and_mul_ref  # noqa:
 from titaninfer.kernels.skinny_gemm import (  # noqa: E402
     MAX_M,
     SkinnyConfig,
+    new_sumsq,
     pick_config,
     skinny_linear,
     skinny_linear_residual,
     skinny_rmsnorm_linear,
+    sumsq_total,
 )
 
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -125,12 +127,13 @@ def test_residual_epilogue(m, n, k, config, with_bias, device, poison_empty):
     w = (torch.randn(n, k, device=device) / k ** 0.5).to(dtype)
     b = torch.randn(n, device=device).to(dtype) if with_bias else None
     res = (torch.randn(m, n, device=device) * 4).to(dtype)
-    sumsq = torch.full((m,), 0.5, dtype=torch.float64, device=device)
+    sumsq = new_sumsq(m, device) + 0.5
     stream = skinny_linear_residual(x, w, res, sumsq, b, config=config)
     plain = skinny_linear(x, w, b, config=config)
     expect = rms_norm_ref(plain, torch.ones(n, device=device, dtype=dtype), 1e-6, res)[1]
     assert torch.equal(stream, expect)
-    assert torch.equal(sumsq, 0.5 + stream.double().pow(2).sum(1)), "the stream's sums of squares"
+    slots = sumsq_total(new_sumsq(1, device) + 0.5).item()  # the 0.5 in each slot
+    assert torch.equal(sumsq_total(sumsq), slots + stream.double().pow(2).sum(1)), "the stream's sums of squares"
     torch.testing.assert_close(stream.float(), (_matmul_ref(x, w, b).float() + res.float()), rtol=2**-6, atol=0.05)
 
 
@@ -152,7 +155,7 @@ def test_presummed_norm_prologue(m, n, k, h, config, epilogue, device, poison_em
     nw = (1 + torch.randn(k, device=device) * 0.1).to(dtype)
     w = (torch.randn(2 * n, k, device=device) / k ** 0.5 * 3).to(dtype)
     silu = epilogue == "silu"
-    sumsq = torch.zeros(m, dtype=torch.float64, device=device)
+    sumsq = new_sumsq(m, device)
     stream = skinny_linear_residual(a, w_o, res, sumsq, config=config)
     fused, same = skinny_rmsnorm_linear(stream, None, nw, 1e-5, w, None, config=config, silu_mul=silu, sumsq=sumsq)
     assert same is stream
@@ -174,6 +177,41 @@ def test_presummed_norm_prologue(m, n, k, h, config, epilogue, device, poison_em
         _launch(a, w_o, None, h, 0, silu_mul=True, add_residual=res, sumsq_out=sumsq)
     with pytest.raises(ValueError, match="needs both"):
         _launch(a, w_o, None, h, 0, add_residual=res)
+
+
+@pytest.mark.parametrize("presummed_limit", [0, 1 << 30], ids=["norm-kernel", "prologue"])
+def test_layer_residual_stream(presummed_limit, device, monkeypatch):
+    """layers.linear on the skinny path: o-like projection adding the residual, then the
+    gate_up-like one normalising the stream from its sums (or with the norm kernel): the
+    same activations and stream as the unfused chain, bit for bit."""
+    from torch import nn
+
+    import titaninfer.kernels.skinny_gemm as sg
+    from titaninfer.layers.linear import linear_residual, norm_linear_silu_mul, sumsq_slots
+    from titaninfer.layers.norm import RMSNorm
+
+    monkeypatch.setattr(sg, "_PRESUMMED_PROLOGUE_MAX_WORK", presummed_limit)
+    monkeypatch.setattr(sg, "_NORM_PROLOGUE_MAX_WORK", 0)
+    monkeypatch.setattr("titaninfer.layers.linear.use_triton", lambda x: True)  # the interpreter on a CPU
+    monkeypatch.setattr("titaninfer.layers.norm.use_triton", lambda x: True)
+    torch.manual_seed(11)
+    h, k, i, dtype = 48, 64, 24, torch.bfloat16
+    o = nn.Linear(h, k, bias=False).to(device=device, dtype=dtype)
+    gate_up = nn.Linear(k, 2 * i, bias=False).to(device=device, dtype=dtype)
+    norm = RMSNorm(k, 1e-6).to(device=device, dtype=dtype)
+    with torch.no_grad():
+        norm.weight.copy_(1 + torch.randn(k) * 0.1)
+        a = torch.randn(1, h, device=device).to(dtype)
+        res = (torch.randn(1, k, device=device) * 3).to(dtype)
+        slots = sumsq_slots(a, 2)
+        assert slots is not None
+        fused = linear_residual(a, o, res, slots[1])
+        assert fused.residual is None and fused.sumsq is not None
+        act, stream = norm_linear_silu_mul(fused, norm, gate_up)
+        plain = linear_residual(a, o, res)  # no accumulator: the add is left to the norm
+        assert plain.residual is res and plain.sumsq is None
+        act_ref, stream_ref = norm_linear_silu_mul(plain, norm, gate_up)
+    assert torch.equal(stream, stream_ref) and torch.equal(act, act_ref)
 
 
 @gpu

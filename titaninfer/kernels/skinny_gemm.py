@@ -15,10 +15,10 @@ launch and no extra activation round trip:
                        its roundings included); the programs of the first column block
                        also store x + residual, the new residual stream.
     PROLOGUE_RMSNORM_PRESUMMED
-                       x is the residual stream and `sumsq` [M] its rows' sums of
-                       squares, accumulated by the projection that produced x (the
-                       residual epilogue below): rmsnorm(x) * norm_w with one load for
-                       the sum instead of a pass over x.
+                       x is the residual stream and `sumsq` its rows' sums of squares
+                       (`new_sumsq`), accumulated by the projection that produced x (the
+                       residual epilogue below): rmsnorm(x) * norm_w with one load of
+                       SUMSQ_SLOTS partial sums instead of a pass over x.
 
 Each program recomputes the prologue for its rows of x (a few KiB, from L2). The RMSNorm
 prologue reads x twice: once for the row's sum of squares, once in the main loop.
@@ -39,11 +39,12 @@ one head) instead of BLOCK_N consecutive rows; the output keeps its layout.
 Or, after an o or down projection (`skinny_linear_residual`, epilogue): the residual
 add, stream = round(round(out) + residual) as `rms_norm_ref` rounds it, stored instead of
 the projection's output, and each program's float64 sum of the squares of its columns of
-the stream, added atomically into `sumsq[m]` (zeroed by the caller): the next norm then
-needs no kernel of its own and no pass over x (PROLOGUE_RMSNORM_PRESUMMED in the next
-projection). A first version stored per-program partials that each consumer program
-summed (4-8 KiB from L2, after its PDL wait): slower than the norm kernel it replaced
-(docs/kernels.md).
+the stream, added atomically into one of SUMSQ_SLOTS slots of `sumsq[m]` (zeroed by the
+caller, `new_sumsq`): the next norm then needs no kernel of its own and no pass over x
+(PROLOGUE_RMSNORM_PRESUMMED in the next projection, where `presummed_prologue_pays`).
+Measured dead ends (docs/kernels.md): per-program partials that every consumer program
+summed (4-8 KiB from L2 after its PDL wait), and all programs' atomics on one address
+(~2 ns each, serialised: +240 us per Llama-3-8B step).
 
 Or, after a [gate | up] projection (`silu_mul=True`, epilogue): silu(gate) * up,
 so the output is half as wide and the down projection reads finished activations (a
@@ -82,6 +83,12 @@ from titaninfer.kernels.triton_common import INTERPRET as _INTERPRET
 MAX_M = 16  # rows this kernel serves; larger batches go to cuBLAS
 
 PROLOGUE_NONE, PROLOGUE_RMSNORM, PROLOGUE_RMSNORM_PRESUMMED = 0, 2, 3
+# The residual epilogue's atomics spread over this many addresses (program p adds into
+# slot p % SUMSQ_SLOTS), each on its own 128-byte line, so they do not queue on one.
+SUMSQ_SLOTS = 32
+_SLOT_STRIDE = 16  # float64s from one slot to the next
+SUMSQ_SLOTS_C = tl.constexpr(SUMSQ_SLOTS)  # the same, as the kernels see them
+SLOT_STRIDE_C = tl.constexpr(_SLOT_STRIDE)
 
 
 @dataclass(frozen=True)
@@ -308,8 +315,10 @@ def _skinny_gemm_kernel(
             sq += tl.sum(xs64 * xs64, axis=1)
         rstd = tl.div_rn(1.0, tl.sqrt_rn(sq.to(tl.float32) / K + eps))
     if PROLOGUE == 3:  # the producer's sums of squares: one load, no pass over x
-        sq = tl.load(sq_in_ptr + ms, mask=m_ok, other=0.0)
-        rstd = tl.div_rn(1.0, tl.sqrt_rn(sq.to(tl.float32) / K + eps))
+        slots = tl.arange(0, SUMSQ_SLOTS_C) * SLOT_STRIDE_C
+        sq = tl.load(sq_in_ptr + ms[:, None] * (SUMSQ_SLOTS_C * SLOT_STRIDE_C) + slots[None, :],
+                     mask=m_ok[:, None], other=0.0)
+        rstd = tl.div_rn(1.0, tl.sqrt_rn(tl.sum(sq, axis=1).to(tl.float32) / K + eps))
 
     if not USE_DOT and BM == 1:
         acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
@@ -346,7 +355,9 @@ def _skinny_gemm_kernel(
         # is not used, so the atomic does not hold the program).
         stream = round_to(round_to(acc, dtype, EMULATE_RNE).to(tl.float32) + stream_in, dtype, EMULATE_RNE)
         s64 = stream.to(tl.float32).to(tl.float64)
-        tl.atomic_add(sq_out_ptr + ms, tl.sum(s64 * s64, axis=1), mask=m_ok, sem="relaxed")
+        slot = (pid % SUMSQ_SLOTS_C) * SLOT_STRIDE_C
+        tl.atomic_add(sq_out_ptr + ms * (SUMSQ_SLOTS_C * SLOT_STRIDE_C) + slot, tl.sum(s64 * s64, axis=1),
+                      mask=m_ok, sem="relaxed")
         acc = stream.to(tl.float32)  # masked columns: 0 + 0, not stored
     if SILU_MUL:
         # gate and up round as the projection's output would, then silu(gate) * up once.
@@ -405,6 +416,17 @@ def rmsnorm_prologue_pays(m: int, n: int, k: int) -> bool:
     return triton.cdiv(n, pick_config(m, n, k).block_n) * k <= _NORM_PROLOGUE_MAX_WORK
 
 
+# The same limit for the presummed prologue, which skips the pass for the sum of squares but
+# still normalises the whole row in every program (programs x K elements, after the wait).
+_PRESUMMED_PROLOGUE_MAX_WORK = 2 << 20
+
+
+def presummed_prologue_pays(m: int, n: int, k: int) -> bool:
+    """Whether a projection whose input stream brings its sums of squares normalises in its
+    prologue (else: the norm kernel first)."""
+    return triton.cdiv(n, pick_config(m, n, k).block_n) * k <= _PRESUMMED_PROLOGUE_MAX_WORK
+
+
 def _check(x: torch.Tensor, weight: torch.Tensor, k: int) -> None:
     if x.dim() != 2 or weight.dim() != 2:
         raise ValueError(f"skinny_gemm: x {tuple(x.shape)} and weight {tuple(weight.shape)} must be 2-D")
@@ -445,9 +467,20 @@ def _check_rope(rope: RopeKVStore, m: int, n: int) -> int:
     return d
 
 
+def new_sumsq(m: int, device: torch.device | str, batch: tuple[int, ...] = ()) -> torch.Tensor:
+    """Zeroed accumulators of the residual epilogue for m rows ([*batch, m, slots])."""
+    return torch.zeros((*batch, m, SUMSQ_SLOTS * _SLOT_STRIDE), dtype=torch.float64, device=device)
+
+
+def sumsq_total(sumsq: torch.Tensor) -> torch.Tensor:
+    """[..., m] sums of squares held by `new_sumsq` accumulators."""
+    return sumsq[..., ::_SLOT_STRIDE].sum(-1)
+
+
 def _check_sumsq(sumsq: torch.Tensor, m: int) -> None:
-    if sumsq.shape != (m,) or sumsq.dtype != torch.float64 or sumsq.stride(0) != 1:
-        raise ValueError(f"sumsq {tuple(sumsq.shape)} {sumsq.dtype} must be a contiguous float64 [{m}]")
+    if sumsq.shape != (m, SUMSQ_SLOTS * _SLOT_STRIDE) or sumsq.dtype != torch.float64 or not sumsq.is_contiguous():
+        raise ValueError(f"sumsq {tuple(sumsq.shape)} {sumsq.dtype} must be a contiguous float64 "
+                         f"[{m}, {SUMSQ_SLOTS * _SLOT_STRIDE}] (new_sumsq)")
 
 
 def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, k: int, prologue: int,
@@ -521,7 +554,7 @@ def skinny_linear_residual(x: torch.Tensor, weight: torch.Tensor, residual: torc
                            bias: torch.Tensor | None = None, config: SkinnyConfig | None = None) -> torch.Tensor:
     """stream = residual + F.linear(x, weight, bias), both terms rounded to the dtype as
     separate ops would (`rms_norm_ref`'s add); each stream row's sum of squares is added
-    into sumsq_out [M] (float64, zeroed by the caller), for `skinny_rmsnorm_linear(..., sumsq=)`."""
+    into sumsq_out (`new_sumsq(M)`), for `skinny_rmsnorm_linear(..., sumsq=)`."""
     return _launch(x, weight, bias, x.shape[-1], PROLOGUE_NONE, config=config, add_residual=residual,
                    sumsq_out=sumsq_out)[0]
 

@@ -33,8 +33,9 @@ if TYPE_CHECKING:
 class Stream(NamedTuple):
     """The residual stream, x + residual (residual None: x alone, e.g. the embeddings).
 
-    sumsq, when set (residual then None): [T] float64 sums of the squares of each row of x,
-    from the projection that produced x (`linear_residual`); a norm of x may use them."""
+    sumsq, when set (residual then None): the sums of the squares of each row of x
+    (`skinny_gemm.new_sumsq`), from the projection that produced x (`linear_residual`); a
+    norm of x may use them."""
 
     x: torch.Tensor
     residual: torch.Tensor | None = None
@@ -58,11 +59,15 @@ def linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
 
 
 def sumsq_slots(x: torch.Tensor, n: int) -> torch.Tensor | None:
-    """Zeroed [n, T] float64 accumulators for the `linear_residual` calls of one forward over
-    tokens x, one row per call; None off the skinny path, where nothing would use them.
+    """Zeroed accumulators for the `linear_residual` calls of one forward over tokens x, n
+    of them (index the first dim); None off the skinny path, where nothing would use them.
     One allocation per forward: zeroing them one by one would put a memset between the
     kernels of the step."""
-    return torch.zeros((n, x.shape[0]), dtype=torch.float64, device=x.device) if skinny_rows_ok(x) else None
+    if not skinny_rows_ok(x):
+        return None
+    from titaninfer.kernels.skinny_gemm import new_sumsq
+
+    return new_sumsq(x.shape[0], x.device, (n,))
 
 
 def linear_residual(x: torch.Tensor, layer: nn.Linear, residual: torch.Tensor,
@@ -113,20 +118,25 @@ def norm_linear_silu_mul(stream: Stream, norm: RMSNorm, layer: nn.Linear) -> tup
 
 def _skinny_norm_linear(stream: Stream, norm: RMSNorm, layer: nn.Linear,
                         rope: RopeKVStore | None = None, silu_mul: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """The skinny path of the helpers above: the norm as the GEMV's prologue when the stream
-    brings its sums of squares or where recomputing them pays (`rmsnorm_prologue_pays`),
-    else the norm kernel first; `rope` / `silu_mul` epilogues as `skinny_linear` takes them."""
+    """The skinny path of the helpers above: the norm as the GEMV's prologue where that pays,
+    with the stream's sums of squares (`presummed_prologue_pays`) or recomputing them
+    (`rmsnorm_prologue_pays`); else the norm kernel first. `rope` / `silu_mul` epilogues as
+    `skinny_linear` takes them."""
     from titaninfer.kernels.skinny_gemm import (
+        presummed_prologue_pays,
         rmsnorm_prologue_pays,
         skinny_linear,
         skinny_rmsnorm_linear,
     )
 
     x, residual = stream.x, stream.residual
-    n, k = layer.weight.shape
-    if stream.sumsq is not None or rmsnorm_prologue_pays(x.shape[0], n, k):
-        return skinny_rmsnorm_linear(x, residual, norm.weight, norm.eps, layer.weight, layer.bias,
+    m, (n, k) = x.shape[0], layer.weight.shape
+    if stream.sumsq is not None and presummed_prologue_pays(m, n, k):
+        return skinny_rmsnorm_linear(x, None, norm.weight, norm.eps, layer.weight, layer.bias,
                                      rope=rope, silu_mul=silu_mul, sumsq=stream.sumsq)
+    if rmsnorm_prologue_pays(m, n, k):
+        return skinny_rmsnorm_linear(x, residual, norm.weight, norm.eps, layer.weight, layer.bias,
+                                     rope=rope, silu_mul=silu_mul)
     h, summed = norm(x, residual)
     out = skinny_linear(h, layer.weight, layer.bias, rope=rope, silu_mul=silu_mul)
     return out, (x if summed is None else summed)
