@@ -26,9 +26,9 @@ B="python -m titaninfer.bench"
 # Decode-latency A/B of tuning constants (benchmarks/with_overrides.py), one model per stage.
 K=titaninfer.kernels
 # A name starting "off" runs with TITANINFER_PDL=0.
-VARIANTS=("base|" "norm-kernel|titaninfer.models.llama.RESIDUAL_IN_PROJECTION=False"
-          "presum-0|$K.skinny_gemm._PRESUMMED_PROLOGUE_MAX_WORK=0"
-          "presum-all|$K.skinny_gemm._PRESUMMED_PROLOGUE_MAX_WORK=1073741824")
+VARIANTS=("base|" "slots1|$K.skinny_gemm.SUMSQ_SLOTS=1 $K.skinny_gemm._SLOT_STRIDE=1"
+          "slots8x1|$K.skinny_gemm.SUMSQ_SLOTS=8 $K.skinny_gemm._SLOT_STRIDE=1"
+          "slots4x16|$K.skinny_gemm.SUMSQ_SLOTS=4 $K.skinny_gemm._SLOT_STRIDE=16")
 variant_step() {  # variant_step PREFIX TIMEOUT "NAME|OVERRIDES" MODULE ARGS...: step PREFIX-NAME
   local prefix=$1 t=$2 name=${3%%|*} ovr=${3#*|} pdl=1
   shift 3
@@ -74,9 +74,9 @@ for stage in "$@"; do case $stage in
              --model dummy:tinyllama-1.1b,dummy:llama3-8b --out "$OUT/packs/latency-pdl-on" --results-dir "$RESULTS/pdl-on" ;
              step latency-pdl-off 100 env TITANINFER_PDL=0 $B latency --engines titaninfer --no-progress \
              --model dummy:tinyllama-1.1b,dummy:llama3-8b --out "$OUT/packs/latency-pdl-off" --results-dir "$RESULTS/pdl-off" ;;
-  replay-tiny) replay tinyllama-1.1b 35 ;;
-  replay-8b) replay llama3-8b 45 ;;
-  replay-qwen) replay qwen3-0.6b 35 ;;
+  replay-tiny) replay tinyllama-1.1b 30 ;;
+  replay-8b) replay llama3-8b 35 ;;
+  replay-qwen) replay qwen3-0.6b 30 ;;
   variants-tiny) variants tinyllama-1.1b 45 ;;
   latency3-variants) latency3_variants ;;
   prefill-host) step prefill-host-tiny 90 python benchmarks/prefill_host_time.py --model dummy:tinyllama-1.1b ;
@@ -86,6 +86,7 @@ for stage in "$@"; do case $stage in
   e2e-new) step pytest-e2e-new-gpu 150 python -m pytest -q -s tests/e2e/test_gpu.py -k "prefill_graph or rope" ;;
   e2e-residual) step pytest-e2e-residual-gpu 150 python -m pytest -q -s tests/e2e/test_gpu.py -k residual_add ;;
   variants-8b) variants llama3-8b 60 ;;
+  rmsnorm-tests) step pytest-rmsnorm-gpu 40 python -m pytest -q tests/kernels/test_rmsnorm.py ;;
   rotary-tests) step pytest-rotary-gpu 60 python -m pytest -q tests/kernels/test_rotary.py ;;
   e2e-qwen) step pytest-e2e-qwen-gpu 90 python -m pytest -q -s -m gpu tests/e2e/test_gpu.py -k "qwen3 or no_kernel_compiles" ;;
   latency-qwen) step latency-qwen 60 $B latency --engines titaninfer --no-progress \

@@ -87,8 +87,6 @@ PROLOGUE_NONE, PROLOGUE_RMSNORM, PROLOGUE_RMSNORM_PRESUMMED = 0, 2, 3
 # slot p % SUMSQ_SLOTS), each on its own 128-byte line, so they do not queue on one.
 SUMSQ_SLOTS = 32
 _SLOT_STRIDE = 16  # float64s from one slot to the next
-SUMSQ_SLOTS_C = tl.constexpr(SUMSQ_SLOTS)  # the same, as the kernels see them
-SLOT_STRIDE_C = tl.constexpr(_SLOT_STRIDE)
 
 
 @dataclass(frozen=True)
@@ -269,7 +267,7 @@ def _skinny_gemm_kernel(
     PROLOGUE: tl.constexpr, HAS_RES: tl.constexpr, HAS_BIAS: tl.constexpr,
     USE_DOT: tl.constexpr, EMULATE_RNE: tl.constexpr, PDL: tl.constexpr, PRELOAD: tl.constexpr,
     ROPE: tl.constexpr, HEAD_DIM: tl.constexpr, SILU_MUL: tl.constexpr,
-    ADD_RESIDUAL: tl.constexpr,
+    ADD_RESIDUAL: tl.constexpr, SLOTS: tl.constexpr, SLOT_STRIDE: tl.constexpr,
 ):
     pid = tl.program_id(0)
     lanes = tl.arange(0, BLOCK_N)
@@ -315,9 +313,8 @@ def _skinny_gemm_kernel(
             sq += tl.sum(xs64 * xs64, axis=1)
         rstd = tl.div_rn(1.0, tl.sqrt_rn(sq.to(tl.float32) / K + eps))
     if PROLOGUE == 3:  # the producer's sums of squares: one load, no pass over x
-        slots = tl.arange(0, SUMSQ_SLOTS_C) * SLOT_STRIDE_C
-        sq = tl.load(sq_in_ptr + ms[:, None] * (SUMSQ_SLOTS_C * SLOT_STRIDE_C) + slots[None, :],
-                     mask=m_ok[:, None], other=0.0)
+        slots = tl.arange(0, SLOTS) * SLOT_STRIDE
+        sq = tl.load(sq_in_ptr + ms[:, None] * (SLOTS * SLOT_STRIDE) + slots[None, :], mask=m_ok[:, None], other=0.0)
         rstd = tl.div_rn(1.0, tl.sqrt_rn(tl.sum(sq, axis=1).to(tl.float32) / K + eps))
 
     if not USE_DOT and BM == 1:
@@ -355,9 +352,8 @@ def _skinny_gemm_kernel(
         # is not used, so the atomic does not hold the program).
         stream = round_to(round_to(acc, dtype, EMULATE_RNE).to(tl.float32) + stream_in, dtype, EMULATE_RNE)
         s64 = stream.to(tl.float32).to(tl.float64)
-        slot = (pid % SUMSQ_SLOTS_C) * SLOT_STRIDE_C
-        tl.atomic_add(sq_out_ptr + ms * (SUMSQ_SLOTS_C * SLOT_STRIDE_C) + slot, tl.sum(s64 * s64, axis=1),
-                      mask=m_ok, sem="relaxed")
+        slot = (pid % SLOTS) * SLOT_STRIDE
+        tl.atomic_add(sq_out_ptr + ms * (SLOTS * SLOT_STRIDE) + slot, tl.sum(s64 * s64, axis=1), mask=m_ok, sem="relaxed")
         acc = stream.to(tl.float32)  # masked columns: 0 + 0, not stored
     if SILU_MUL:
         # gate and up round as the projection's output would, then silu(gate) * up once.
@@ -536,7 +532,7 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, k:
         PROLOGUE=prologue, HAS_RES=residual is not None, HAS_BIAS=bias is not None,
         USE_DOT=cfg.use_dot, EMULATE_RNE=_INTERPRET, PDL=pdl, PRELOAD=_PRELOAD_TILES,
         ROPE=rope is not None, HEAD_DIM=head_dim, SILU_MUL=silu_mul,
-        ADD_RESIDUAL=add_residual is not None,
+        ADD_RESIDUAL=add_residual is not None, SLOTS=SUMSQ_SLOTS, SLOT_STRIDE=_SLOT_STRIDE,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages, **pdl_launch_kwargs(pdl),
     )
     return out, new_res
