@@ -43,8 +43,8 @@ the stream, added atomically into one of SUMSQ_SLOTS slots of `sumsq[m]` (zeroed
 caller, `new_sumsq`): the next norm then needs no kernel of its own and no pass over x
 (PROLOGUE_RMSNORM_PRESUMMED in the next projection, where `presummed_prologue_pays`).
 Measured dead ends (docs/kernels.md): per-program partials that every consumer program
-summed (4-8 KiB from L2 after its PDL wait), and all programs' atomics on one address
-(~2 ns each, serialised: +240 us per Llama-3-8B step).
+summed (4-8 KiB from L2 after its PDL wait), all programs' atomics on one address
+(serialised: +280 us per Llama-3-8B step), and slots on separate lines (see SUMSQ_SLOTS).
 
 Or, after a [gate | up] projection (`silu_mul=True`, epilogue): silu(gate) * up,
 so the output is half as wide and the down projection reads finished activations (a
@@ -84,9 +84,15 @@ MAX_M = 16  # rows this kernel serves; larger batches go to cuBLAS
 
 PROLOGUE_NONE, PROLOGUE_RMSNORM, PROLOGUE_RMSNORM_PRESUMMED = 0, 2, 3
 # The residual epilogue's atomics spread over this many addresses (program p adds into
-# slot p % SUMSQ_SLOTS), each on its own 128-byte line, so they do not queue on one.
-SUMSQ_SLOTS = 32
-_SLOT_STRIDE = 16  # float64s from one slot to the next
+# slot p % SUMSQ_SLOTS) so they do not queue on one; the slots are adjacent, so the next
+# projection's programs load one 64-byte line. Captured batch-1 step, H200, us, at
+# slots x spacing 1 / 8x1 / 4x16 / 32x16 float64s (graph_replay_time.py, one call):
+# TinyLlama 794.9 / 787.7 / 786.2 / 803.7, Qwen3-0.6B 829.5 / 835.4 / 838.7 / 880.1,
+# Llama-3-8B 4,146.6 / 3,867.8 / 3,864.6 / 3,864.5 (no fusion, other call: 795.7, 892.8,
+# 3,889.3): one address serialises Llama-3-8B's 1,024 programs, 32 lines cost every
+# consumer program 32 loads.
+SUMSQ_SLOTS = 8
+_SLOT_STRIDE = 1  # float64s from one slot to the next
 
 
 @dataclass(frozen=True)
