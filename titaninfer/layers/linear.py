@@ -1,11 +1,12 @@
 """Projections: cuBLAS for wide batches, the skinny (GEMV) Triton kernel for narrow ones.
 
 A decode step of a few sequences reads every weight once for a handful of rows; there the
-skinny kernel streams the weights closer to the bandwidth limit and takes the RMSNorm or
-SiLU-and-multiply that precedes a projection into the same pass (see kernels/skinny_gemm.py).
-`skinny_rows_ok` is the one switch; the fused helpers fall back to the separate ops.
-The qkv projection can also take the rotary and the KV-cache store after it
-(`norm_linear_rope`).
+skinny kernel streams the weights closer to the bandwidth limit and takes the RMSNorm
+that precedes a projection into the same pass where that pays, and what follows it: the
+rotary and KV-cache store after qkv (`norm_linear_rope`), the SiLU-and-multiply after
+gate_up (`norm_linear_silu_mul`), the residual add after o and down (`linear_residual`);
+see kernels/skinny_gemm.py. `skinny_rows_ok` is the one switch; the fused helpers fall
+back to the separate ops.
 
 The residual stream between sublayers is a `Stream`: a branch output and the residual it
 is still to be added to (the next norm adds it), or, after `linear_residual` on the

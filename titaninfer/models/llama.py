@@ -38,8 +38,9 @@ KVCache = tuple[torch.Tensor, torch.Tensor]  # (k_cache, v_cache) of one layer
 # one kernel fewer per layer. False: the separate rotary kernel (A/B, debugging).
 ROPE_IN_QKV_PROJECTION = True
 # The o and down projections add the residual and sum its squares in their epilogue where
-# the GEMV path runs, so the norm after each is the next projection's prologue: two norm
-# kernels fewer per layer. False: the add and norm in the norm kernel (A/B, debugging).
+# the GEMV path runs: the next norm reads the summed stream, and where that is cheap
+# (`skinny_gemm.presummed_prologue_pays`) it is the next projection's prologue, with no
+# norm kernel. False: the add in the norm kernel (A/B, debugging).
 RESIDUAL_IN_PROJECTION = True
 
 
