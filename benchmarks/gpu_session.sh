@@ -88,6 +88,7 @@ for stage in "$@"; do case $stage in
   variants-8b) variants llama3-8b 60 ;;
   timeline) step timeline-tiny 100 python benchmarks/step_timeline.py --model dummy:tinyllama-1.1b --json "$OUT/timeline-tiny.json" ;
              step timeline-8b 120 python benchmarks/step_timeline.py --model dummy:llama3-8b --json "$OUT/timeline-8b.json" ;;
+  probe) step persistent-probe 180 python benchmarks/persistent_probe.py --json "$OUT/persistent-probe.json" ;;
   rmsnorm-tests) step pytest-rmsnorm-gpu 40 python -m pytest -q tests/kernels/test_rmsnorm.py ;;
   rotary-tests) step pytest-rotary-gpu 60 python -m pytest -q tests/kernels/test_rotary.py ;;
   e2e-qwen) step pytest-e2e-qwen-gpu 90 python -m pytest -q -s -m gpu tests/e2e/test_gpu.py -k "qwen3 or no_kernel_compiles" ;;
