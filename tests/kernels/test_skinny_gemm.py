@@ -374,3 +374,52 @@ def test_rope_epilogue_rejects_what_it_cannot_fuse(device):
         skinny_linear(x, w[:24], b[:24], rope=rope)
     with pytest.raises(ValueError, match="cos_sin_cache"):
         skinny_linear(x, w, b, rope=RopeKVStore(positions, cos_sin.double(), cache, cache, slots, 16, 8))
+
+
+@pytest.mark.parametrize("config", [SMALL, DOT], ids=["elementwise", "dot"])
+def test_programs_computing_several_tiles(config, device, monkeypatch, poison_empty):
+    """Capped at 2 and 3 programs (each computing several output tiles, the last program
+    fewer), every prologue and epilogue gives bit for bit what one program per tile gives:
+    plain with bias, norm prologue with residual (x + residual stored once), presummed
+    prologue, rotary + KV store, SiLU-and-mul, residual add with its sums of squares."""
+    import titaninfer.kernels.skinny_gemm as sg
+
+    m = 1 if config is SMALL else 3
+    hq, hk, d, k = 4, 2, 16, 48
+    x, w, b, positions, slots, cos_sin, cache = _qkv_inputs(m, hq, hk, d, k, device, seed=3)
+    res = torch.randn(m, k, device=device).to(torch.bfloat16)
+    nw = (1 + torch.randn(k, device=device) * 0.1).to(torch.bfloat16)
+    w_gu = (torch.randn(2 * 38, k, device=device) / k ** 0.5 * 3).to(torch.bfloat16)  # 38: a partial last tile
+    w_o = (torch.randn(k, 72, device=device) / 72 ** 0.5).to(torch.bfloat16)
+    a = torch.randn(m, 72, device=device).to(torch.bfloat16)
+
+    def run_all() -> list[torch.Tensor]:
+        k_cache, v_cache = cache.clone(), cache.clone()
+        rope = sg.RopeKVStore(positions, cos_sin, k_cache, v_cache, slots, hq * d, hk * d)
+        outs = [sg.skinny_linear(x, w, b, config=config)]
+        outs += list(sg.skinny_rmsnorm_linear(x, res, nw, 1e-6, w, b, config=config))
+        sumsq = sg.new_sumsq(m, device)
+        stream = sg.skinny_linear_residual(a, w_o, res, sumsq, config=config)
+        outs += [stream, sg.sumsq_total(sumsq)]
+        outs.append(sg.skinny_rmsnorm_linear(stream, None, nw, 1e-6, w_gu, None, config=config, silu_mul=True,
+                                             sumsq=sumsq)[0])
+        if sg.rope_epilogue_fits(m, w.shape[0], k, d, config):
+            outs += [sg.skinny_linear(x, w, b, config=config, rope=rope), k_cache, v_cache]
+        return outs
+
+    one_per_tile = run_all()
+    monkeypatch.setattr(sg, "device_sms", lambda dev: 1)
+    for cap in (2, 3):
+        monkeypatch.setattr(sg, "_MAX_PROGRAMS_PER_SM", cap)
+        for got, want in zip(run_all(), one_per_tile, strict=True):
+            assert torch.equal(got.nan_to_num(-1.0), want.nan_to_num(-1.0)), f"cap {cap}"
+
+
+def test_programs_for_shares_tiles_evenly():
+    import titaninfer.kernels.skinny_gemm as sg
+
+    for n_tiles in (1, 7, 132 * 8, 132 * 8 + 1, 2816, 8000):
+        p = sg.programs_for(n_tiles, 132)
+        assert 1 <= p <= 132 * sg._MAX_PROGRAMS_PER_SM and p <= n_tiles
+        per = -(-n_tiles // p)
+        assert (p - 1) * per < n_tiles <= p * per, "the last program must have a tile"
