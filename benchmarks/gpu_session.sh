@@ -26,7 +26,9 @@ B="python -m titaninfer.bench"
 # Decode-latency A/B of tuning constants (benchmarks/with_overrides.py), one model per stage.
 K=titaninfer.kernels
 # A name starting "off" runs with TITANINFER_PDL=0.
-VARIANTS=("base|" "tile-per-program|$K.skinny_gemm._MAX_PROGRAMS_PER_SM=1000000")
+VARIANTS=("base|" "slots1|$K.skinny_gemm.SUMSQ_SLOTS=1 $K.skinny_gemm._SLOT_STRIDE=1"
+          "slots8x1|$K.skinny_gemm.SUMSQ_SLOTS=8 $K.skinny_gemm._SLOT_STRIDE=1"
+          "slots4x16|$K.skinny_gemm.SUMSQ_SLOTS=4 $K.skinny_gemm._SLOT_STRIDE=16")
 variant_step() {  # variant_step PREFIX TIMEOUT "NAME|OVERRIDES" MODULE ARGS...: step PREFIX-NAME
   local prefix=$1 t=$2 name=${3%%|*} ovr=${3#*|} pdl=1
   shift 3
@@ -62,7 +64,7 @@ for stage in "$@"; do case $stage in
   kernels) step pytest-kernels-gpu 90 python -m pytest -q -m gpu tests/kernels ;;
   kernels-all) step pytest-kernels-all-gpu 280 python -m pytest -q tests/kernels ;;
   e2e-long) step pytest-e2e-gpu 300 python -m pytest -q -s -m gpu tests/e2e/test_gpu.py ;;
-  skinny-tests) step pytest-skinny-gpu 80 python -m pytest -q tests/kernels/test_skinny_gemm.py ;;
+  skinny-tests) step pytest-skinny-gpu 150 python -m pytest -q tests/kernels/test_skinny_gemm.py ;;
   skinny-sweep) step skinny-sweep 200 python benchmarks/skinny_sweep.py --budget-s 140 --json "$OUT/skinny-sweep.json" ;;
   latency-ab) step latency-skinny 75 $B latency --engines titaninfer --no-progress \
              --model dummy:tinyllama-1.1b,dummy:llama3-8b --out "$OUT/packs/latency-skinny" --results-dir "$RESULTS/skinny" ;
@@ -72,7 +74,7 @@ for stage in "$@"; do case $stage in
              --model dummy:tinyllama-1.1b,dummy:llama3-8b --out "$OUT/packs/latency-pdl-on" --results-dir "$RESULTS/pdl-on" ;
              step latency-pdl-off 100 env TITANINFER_PDL=0 $B latency --engines titaninfer --no-progress \
              --model dummy:tinyllama-1.1b,dummy:llama3-8b --out "$OUT/packs/latency-pdl-off" --results-dir "$RESULTS/pdl-off" ;;
-  replay-tiny) replay tinyllama-1.1b 35 ;;
+  replay-tiny) replay tinyllama-1.1b 30 ;;
   replay-8b) replay llama3-8b 35 ;;
   replay-qwen) replay qwen3-0.6b 30 ;;
   variants-tiny) variants tinyllama-1.1b 45 ;;
@@ -82,8 +84,6 @@ for stage in "$@"; do case $stage in
   rope-tests) step pytest-rope-gpu 100 python -m pytest -q tests/kernels/test_skinny_gemm.py tests/kernels/test_rotary.py \
              tests/kernels/test_decode_attention.py -k "rope or rotary or decode" ;;
   e2e-new) step pytest-e2e-new-gpu 150 python -m pytest -q -s tests/e2e/test_gpu.py -k "prefill_graph or rope" ;;
-  e2e-core) step pytest-e2e-core-gpu 150 python -m pytest -q -s tests/e2e/test_gpu.py \
-             -k "hf_bf16 or graph_replay_equals or residual_add" ;;
   e2e-residual) step pytest-e2e-residual-gpu 150 python -m pytest -q -s tests/e2e/test_gpu.py -k residual_add ;;
   variants-8b) variants llama3-8b 60 ;;
   timeline) step timeline-tiny 100 python benchmarks/step_timeline.py --model dummy:tinyllama-1.1b --json "$OUT/timeline-tiny.json" ;

@@ -74,7 +74,6 @@ from titaninfer.kernels.rotary import rotate_pair
 from titaninfer.kernels.triton_common import (
     DEFAULT_NUM_SMS,
     await_producer,
-    device_sms,
     pdl_launch_kwargs,
     pdl_mode,
     round_to,
@@ -262,88 +261,6 @@ def _rope_kv_epilogue(
     return y
 
 
-@triton.jit
-def _tile_rows(tile, lanes, N, q_size, kv_size, gate_size, BLOCK_N: tl.constexpr, ROPE: tl.constexpr,
-               HEAD_DIM: tl.constexpr, SILU_MUL: tl.constexpr):
-    """(rows of W, which of them exist) for one output tile (see `_output_rows`)."""
-    rows = _output_rows(tile, lanes, q_size + kv_size, gate_size, BLOCK_N, ROPE, HEAD_DIM, SILU_MUL)
-    if SILU_MUL:  # lane l's gate/up pair: tile * BLOCK_N/2 + l % (BLOCK_N/2), real below gate_size
-        n_ok = (tile.to(tl.int64) * (BLOCK_N // 2) + lanes % (BLOCK_N // 2)) < gate_size
-    else:
-        n_ok = rows < N
-    return rows, n_ok
-
-
-@triton.jit
-def _project_tile(
-    tile, rows, n_ok, lanes, ms, m_ok, w_rows, w0, w1, w2, w3, cos, sin, slot, rstd, store_res_rows,
-    x_ptr, b_ptr, out_ptr, res_ptr, nw_ptr, new_res_ptr, M, N, K, x_stride,
-    kc_ptr, vc_ptr, kc_s0, kc_s1, kc_s2, vc_s0, vc_s1, vc_s2, kv_block, q_size, kv_size, gate_size,
-    add_ptr, sq_out_ptr,
-    BM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    PROLOGUE: tl.constexpr, HAS_RES: tl.constexpr, HAS_BIAS: tl.constexpr,
-    USE_DOT: tl.constexpr, EMULATE_RNE: tl.constexpr, NPRE: tl.constexpr,
-    ROPE: tl.constexpr, HEAD_DIM: tl.constexpr, SILU_MUL: tl.constexpr,
-    ADD_RESIDUAL: tl.constexpr, SLOTS: tl.constexpr, SLOT_STRIDE: tl.constexpr,
-):
-    """One output tile after the wait: its first NPRE weight tiles are w0.. (already loaded),
-    the rest stream here; then bias, epilogue and store."""
-    dtype = out_ptr.dtype.element_ty
-    if ADD_RESIDUAL:  # the stream's rows of this tile, loaded now so the loop hides the latency
-        stream_in = tl.load(add_ptr + ms[:, None] * N + rows[None, :], mask=m_ok[:, None] & n_ok[None, :],
-                            other=0.0).to(tl.float32)
-    if not USE_DOT and BM == 1:
-        acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
-    else:
-        acc = tl.zeros([BM, BLOCK_N], dtype=tl.float32)
-    if NPRE >= 1:
-        acc = _tile_step(acc, w0, 0, x_ptr, res_ptr, nw_ptr, new_res_ptr, ms, m_ok, x_stride, K, rstd,
-                         store_res_rows, dtype, PROLOGUE, HAS_RES, USE_DOT, BM, BLOCK_K, EMULATE_RNE)
-    if NPRE >= 2:
-        acc = _tile_step(acc, w1, BLOCK_K, x_ptr, res_ptr, nw_ptr, new_res_ptr, ms, m_ok, x_stride, K, rstd,
-                         store_res_rows, dtype, PROLOGUE, HAS_RES, USE_DOT, BM, BLOCK_K, EMULATE_RNE)
-    if NPRE >= 3:
-        acc = _tile_step(acc, w2, 2 * BLOCK_K, x_ptr, res_ptr, nw_ptr, new_res_ptr, ms, m_ok, x_stride, K, rstd,
-                         store_res_rows, dtype, PROLOGUE, HAS_RES, USE_DOT, BM, BLOCK_K, EMULATE_RNE)
-    if NPRE >= 4:
-        acc = _tile_step(acc, w3, 3 * BLOCK_K, x_ptr, res_ptr, nw_ptr, new_res_ptr, ms, m_ok, x_stride, K, rstd,
-                         store_res_rows, dtype, PROLOGUE, HAS_RES, USE_DOT, BM, BLOCK_K, EMULATE_RNE)
-    for k0 in range(NPRE * BLOCK_K, K, BLOCK_K):
-        w = _weight_tile(w_rows, n_ok, k0, K, BLOCK_K)
-        acc = _tile_step(acc, w, k0, x_ptr, res_ptr, nw_ptr, new_res_ptr, ms, m_ok, x_stride, K, rstd,
-                         store_res_rows, dtype, PROLOGUE, HAS_RES, USE_DOT, BM, BLOCK_K, EMULATE_RNE)
-    if not USE_DOT and BM == 1:
-        acc = tl.sum(acc, axis=1)[None, :]
-    if HAS_BIAS:
-        acc += tl.load(b_ptr + rows, mask=n_ok, other=0.0).to(tl.float32)[None, :]
-    if ROPE:
-        # The projection's output rounds first, as unfused (then the rotation rounds again).
-        acc = _rope_kv_epilogue(round_to(acc, dtype, EMULATE_RNE).to(tl.float32), rows, lanes, m_ok, n_ok,
-                                q_size, kv_size, cos, sin, slot, kc_ptr, vc_ptr,
-                                kc_s0, kc_s1, kc_s2, vc_s0, vc_s1, vc_s2, kv_block,
-                                dtype, BLOCK_N, HEAD_DIM, EMULATE_RNE)
-    if ADD_RESIDUAL:
-        # The projection's output rounds as if stored, then the add rounds (rms_norm_ref's
-        # order); this tile's part of each row's sum of squares, in float64 (its result is
-        # not used, so the atomic does not hold the program).
-        stream = round_to(round_to(acc, dtype, EMULATE_RNE).to(tl.float32) + stream_in, dtype, EMULATE_RNE)
-        s64 = stream.to(tl.float32).to(tl.float64)
-        sq_slot = (tile % SLOTS) * SLOT_STRIDE
-        tl.atomic_add(sq_out_ptr + ms * (SLOTS * SLOT_STRIDE) + sq_slot, tl.sum(s64 * s64, axis=1), mask=m_ok,
-                      sem="relaxed")
-        acc = stream.to(tl.float32)  # masked columns: 0 + 0, not stored
-    if SILU_MUL:
-        # gate and up round as the projection's output would, then silu(gate) * up once.
-        y = round_to(acc, dtype, EMULATE_RNE).to(tl.float32)
-        act = _silu_mul(y, _partner_lanes(y, lanes, BLOCK_N))
-        gate_lane = lanes < BLOCK_N // 2
-        tl.store(out_ptr + ms[:, None] * gate_size + rows[None, :], round_to(act, dtype, EMULATE_RNE),
-                 mask=m_ok[:, None] & (n_ok & gate_lane)[None, :])
-    else:
-        out_offs = ms[:, None] * N + rows[None, :]
-        tl.store(out_ptr + out_offs, round_to(acc, dtype, EMULATE_RNE), mask=m_ok[:, None] & n_ok[None, :])
-
-
 # M changes with the batch: not specialised on, so one variant per (shape, BM bucket).
 @triton.jit(do_not_specialize=["M"])
 def _skinny_gemm_kernel(
@@ -351,33 +268,31 @@ def _skinny_gemm_kernel(
     M, N, K, x_stride, eps,
     pos_ptr, cs_ptr, cs_s0, slot_ptr, kc_ptr, vc_ptr, kc_s0, kc_s1, kc_s2, vc_s0, vc_s1, vc_s2, kv_block,
     q_size, kv_size, gate_size,
-    sq_in_ptr, add_ptr, sq_out_ptr, n_tiles,
+    sq_in_ptr, add_ptr, sq_out_ptr,
     BM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     PROLOGUE: tl.constexpr, HAS_RES: tl.constexpr, HAS_BIAS: tl.constexpr,
     USE_DOT: tl.constexpr, EMULATE_RNE: tl.constexpr, PDL: tl.constexpr, PRELOAD: tl.constexpr,
     ROPE: tl.constexpr, HEAD_DIM: tl.constexpr, SILU_MUL: tl.constexpr,
     ADD_RESIDUAL: tl.constexpr, SLOTS: tl.constexpr, SLOT_STRIDE: tl.constexpr,
 ):
-    # Program p computes output tiles p, p + P, p + 2P, ... (P programs, n_tiles tiles):
-    # fewer, longer-lived programs than one per tile stream closer to the bandwidth limit
-    # (`programs_for`), and the prologue's per-row work is done once per program.
     pid = tl.program_id(0)
-    n_programs = tl.num_programs(0)
     lanes = tl.arange(0, BLOCK_N)
+    rows = _output_rows(pid, lanes, q_size + kv_size, gate_size, BLOCK_N, ROPE, HEAD_DIM, SILU_MUL)  # rows of W
+    if SILU_MUL:  # lane l's gate/up pair: pid * BLOCK_N/2 + l % (BLOCK_N/2), real below gate_size
+        n_ok = (pid.to(tl.int64) * (BLOCK_N // 2) + lanes % (BLOCK_N // 2)) < gate_size
+    else:
+        n_ok = rows < N
     ms = tl.arange(0, BM)
     m_ok = ms < M
     dtype = out_ptr.dtype.element_ty
-    rows, n_ok = _tile_rows(pid, lanes, N, q_size, kv_size, gate_size, BLOCK_N, ROPE, HEAD_DIM, SILU_MUL)
+    store_res_rows = tl.where(pid == 0, M, 0)  # only the first program stores x + residual
 
-    # No kernel writes the weights, so the first tile's first PRELOAD weight tiles stream in
-    # before the wait: under PDL while the previous kernel (attention, a norm, the previous
-    # GEMV) still runs. Tiles past K are fully masked: no memory traffic, they add zeros.
+    # No kernel writes the weights, so the first PRELOAD tiles stream in before the wait:
+    # under PDL while the previous kernel (attention, a norm, the previous GEMV) still runs.
+    # Tiles past K are fully masked: no memory traffic, they add zeros.
     w_rows = w_ptr + rows[:, None] * K
     cos, sin, slot = _rope_operands(rows, ms, m_ok, pos_ptr, cs_ptr, cs_s0, slot_ptr, BM, BLOCK_N, ROPE, HEAD_DIM)
     w0 = _weight_tile(w_rows, n_ok, 0, K, BLOCK_K)
-    w1 = w0
-    w2 = w0
-    w3 = w0
     if PRELOAD >= 2:
         w1 = _weight_tile(w_rows, n_ok, BLOCK_K, K, BLOCK_K)
     if PRELOAD >= 3:
@@ -385,6 +300,10 @@ def _skinny_gemm_kernel(
     if PRELOAD >= 4:
         w3 = _weight_tile(w_rows, n_ok, 3 * BLOCK_K, K, BLOCK_K)
     await_producer(PDL)
+    if ADD_RESIDUAL:  # the stream's rows of this program, loaded now so the loop hides the latency
+        add_offs = ms[:, None] * N + rows[None, :]
+        add_mask = m_ok[:, None] & n_ok[None, :]
+        stream_in = tl.load(add_ptr + add_offs, mask=add_mask, other=0.0).to(tl.float32)
 
     rstd = tl.zeros([BM], dtype=tl.float32)
     if PROLOGUE == 2:  # first pass: each row's sum of squares (x + residual rounded first)
@@ -404,23 +323,54 @@ def _skinny_gemm_kernel(
         sq = tl.load(sq_in_ptr + ms[:, None] * (SLOTS * SLOT_STRIDE) + slots[None, :], mask=m_ok[:, None], other=0.0)
         rstd = tl.div_rn(1.0, tl.sqrt_rn(tl.sum(sq, axis=1).to(tl.float32) / K + eps))
 
-    store_res_rows = tl.where(pid == 0, M, 0)  # only program 0's first tile stores x + residual
-    _project_tile(pid, rows, n_ok, lanes, ms, m_ok, w_rows, w0, w1, w2, w3, cos, sin, slot, rstd, store_res_rows,
-                  x_ptr, b_ptr, out_ptr, res_ptr, nw_ptr, new_res_ptr, M, N, K, x_stride,
-                  kc_ptr, vc_ptr, kc_s0, kc_s1, kc_s2, vc_s0, vc_s1, vc_s2, kv_block, q_size, kv_size, gate_size,
-                  add_ptr, sq_out_ptr, BM, BLOCK_N, BLOCK_K, PROLOGUE, HAS_RES, HAS_BIAS, USE_DOT, EMULATE_RNE,
-                  PRELOAD, ROPE, HEAD_DIM, SILU_MUL, ADD_RESIDUAL, SLOTS, SLOT_STRIDE)
-    for tile_i in range(pid + n_programs, n_tiles, n_programs):
-        tile = tl.cast(tile_i, tl.int32)  # a tensor also under the interpreter, like program_id
-        rows, n_ok = _tile_rows(tile, lanes, N, q_size, kv_size, gate_size, BLOCK_N, ROPE, HEAD_DIM, SILU_MUL)
-        w_rows = w_ptr + rows[:, None] * K
-        cos, sin, slot = _rope_operands(rows, ms, m_ok, pos_ptr, cs_ptr, cs_s0, slot_ptr, BM, BLOCK_N, ROPE,
-                                        HEAD_DIM)
-        _project_tile(tile, rows, n_ok, lanes, ms, m_ok, w_rows, w0, w1, w2, w3, cos, sin, slot, rstd, 0,
-                      x_ptr, b_ptr, out_ptr, res_ptr, nw_ptr, new_res_ptr, M, N, K, x_stride,
-                      kc_ptr, vc_ptr, kc_s0, kc_s1, kc_s2, vc_s0, vc_s1, vc_s2, kv_block, q_size, kv_size,
-                      gate_size, add_ptr, sq_out_ptr, BM, BLOCK_N, BLOCK_K, PROLOGUE, HAS_RES, HAS_BIAS, USE_DOT,
-                      EMULATE_RNE, 0, ROPE, HEAD_DIM, SILU_MUL, ADD_RESIDUAL, SLOTS, SLOT_STRIDE)
+    if not USE_DOT and BM == 1:
+        acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
+    else:
+        acc = tl.zeros([BM, BLOCK_N], dtype=tl.float32)
+    acc = _tile_step(acc, w0, 0, x_ptr, res_ptr, nw_ptr, new_res_ptr, ms, m_ok, x_stride, K, rstd, store_res_rows,
+                     dtype, PROLOGUE, HAS_RES, USE_DOT, BM, BLOCK_K, EMULATE_RNE)
+    if PRELOAD >= 2:
+        acc = _tile_step(acc, w1, BLOCK_K, x_ptr, res_ptr, nw_ptr, new_res_ptr, ms, m_ok, x_stride, K, rstd,
+                         store_res_rows, dtype, PROLOGUE, HAS_RES, USE_DOT, BM, BLOCK_K, EMULATE_RNE)
+    if PRELOAD >= 3:
+        acc = _tile_step(acc, w2, 2 * BLOCK_K, x_ptr, res_ptr, nw_ptr, new_res_ptr, ms, m_ok, x_stride, K, rstd,
+                         store_res_rows, dtype, PROLOGUE, HAS_RES, USE_DOT, BM, BLOCK_K, EMULATE_RNE)
+    if PRELOAD >= 4:
+        acc = _tile_step(acc, w3, 3 * BLOCK_K, x_ptr, res_ptr, nw_ptr, new_res_ptr, ms, m_ok, x_stride, K, rstd,
+                         store_res_rows, dtype, PROLOGUE, HAS_RES, USE_DOT, BM, BLOCK_K, EMULATE_RNE)
+    for k0 in range(PRELOAD * BLOCK_K, K, BLOCK_K):
+        w = _weight_tile(w_rows, n_ok, k0, K, BLOCK_K)
+        acc = _tile_step(acc, w, k0, x_ptr, res_ptr, nw_ptr, new_res_ptr, ms, m_ok, x_stride, K, rstd,
+                         store_res_rows, dtype, PROLOGUE, HAS_RES, USE_DOT, BM, BLOCK_K, EMULATE_RNE)
+    if not USE_DOT and BM == 1:
+        acc = tl.sum(acc, axis=1)[None, :]
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + rows, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+    if ROPE:
+        # The projection's output rounds first, as unfused (then the rotation rounds again).
+        acc = _rope_kv_epilogue(round_to(acc, dtype, EMULATE_RNE).to(tl.float32), rows, lanes, m_ok, n_ok,
+                                q_size, kv_size, cos, sin, slot, kc_ptr, vc_ptr,
+                                kc_s0, kc_s1, kc_s2, vc_s0, vc_s1, vc_s2, kv_block,
+                                dtype, BLOCK_N, HEAD_DIM, EMULATE_RNE)
+    if ADD_RESIDUAL:
+        # The projection's output rounds as if stored, then the add rounds (rms_norm_ref's
+        # order); this program's part of each row's sum of squares, in float64 (its result
+        # is not used, so the atomic does not hold the program).
+        stream = round_to(round_to(acc, dtype, EMULATE_RNE).to(tl.float32) + stream_in, dtype, EMULATE_RNE)
+        s64 = stream.to(tl.float32).to(tl.float64)
+        slot = (pid % SLOTS) * SLOT_STRIDE
+        tl.atomic_add(sq_out_ptr + ms * (SLOTS * SLOT_STRIDE) + slot, tl.sum(s64 * s64, axis=1), mask=m_ok, sem="relaxed")
+        acc = stream.to(tl.float32)  # masked columns: 0 + 0, not stored
+    if SILU_MUL:
+        # gate and up round as the projection's output would, then silu(gate) * up once.
+        y = round_to(acc, dtype, EMULATE_RNE).to(tl.float32)
+        act = _silu_mul(y, _partner_lanes(y, lanes, BLOCK_N))
+        gate_lane = lanes < BLOCK_N // 2
+        tl.store(out_ptr + ms[:, None] * gate_size + rows[None, :], round_to(act, dtype, EMULATE_RNE),
+                 mask=m_ok[:, None] & (n_ok & gate_lane)[None, :])
+    else:
+        out_offs = ms[:, None] * N + rows[None, :]
+        tl.store(out_ptr + out_offs, round_to(acc, dtype, EMULATE_RNE), mask=m_ok[:, None] & n_ok[None, :])
 
 
 def m_bucket(m: int) -> int:
@@ -433,21 +383,6 @@ def m_bucket(m: int) -> int:
 # tiles use more of that time (see triton_common.PDL_MODE).
 _PRELOAD_TILES = 2
 _MIN_PROGRAMS_PER_SM = 2  # M <= 2: 4-row programs only where there are this many per SM
-# At most this many programs per SM; beyond, each program computes several output tiles.
-# benchmarks/persistent_probe.py (H200, a 256 MiB GEMV, 4 x 1024 tiles, 4 warps): one
-# program per tile 2.69 TB/s; 1 / 2 / 4 / 8 / 16 programs per SM 1.36 / 2.46 / 3.69 / 4.11
-# / 4.19 TB/s against a 4.13 TB/s copy ceiling.
-_MAX_PROGRAMS_PER_SM = 8
-
-
-def programs_for(n_tiles: int, num_sms: int) -> int:
-    """Programs for n_tiles output tiles: one each up to the cap, else as many as share
-    the tiles evenly (ceil(n_tiles / programs) tiles each, no program with one tile more
-    than the rest get idle at the end)."""
-    cap = max(1, _MAX_PROGRAMS_PER_SM * num_sms)
-    if n_tiles <= cap:
-        return n_tiles
-    return triton.cdiv(n_tiles, triton.cdiv(n_tiles, cap))
 
 
 def pick_config(m: int, n: int, k: int, num_sms: int = DEFAULT_NUM_SMS) -> SkinnyConfig:
@@ -583,8 +518,7 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, k:
     if silu_mul and (cfg.block_n % 2 or n % 2):
         raise ValueError(f"SiLU epilogue: BLOCK_N={cfg.block_n} and N={n} must be even")
     bm = max(16, m_bucket(m)) if cfg.use_dot else m_bucket(m)
-    n_tiles = triton.cdiv(n // 2, cfg.block_n // 2) if silu_mul else triton.cdiv(n, cfg.block_n)
-    grid = (programs_for(n_tiles, device_sms(x.device)),)
+    grid = (triton.cdiv(n // 2, cfg.block_n // 2),) if silu_mul else (triton.cdiv(n, cfg.block_n),)
     pdl = pdl_mode(x.device)
     if rope is not None:
         kc, vc = rope.k_cache, rope.v_cache
@@ -599,7 +533,7 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, k:
         new_res if new_res is not None else out,
         m, n, k, x.stride(0), float(eps), *rope_args, n // 2,
         sumsq if sumsq is not None else x, add_residual if add_residual is not None else x,
-        sumsq_out if sumsq_out is not None else x, n_tiles,
+        sumsq_out if sumsq_out is not None else x,
         BM=bm, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
         PROLOGUE=prologue, HAS_RES=residual is not None, HAS_BIAS=bias is not None,
         USE_DOT=cfg.use_dot, EMULATE_RNE=_INTERPRET, PDL=pdl, PRELOAD=_PRELOAD_TILES,
