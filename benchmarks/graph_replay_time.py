@@ -20,6 +20,20 @@ from titaninfer.bench.ceilings import get_ceilings
 from titaninfer.bench.sol import Chunk, ModelCost, step_cost
 
 
+def replay_us(graph: torch.cuda.CUDAGraph, iters: int = 300, warmup: int = 20) -> float:
+    """Device time of one replay of `graph`, replayed back to back (CUDA events)."""
+    for _ in range(warmup):
+        graph.replay()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    start.record()
+    for _ in range(iters):
+        graph.replay()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) * 1e3 / iters
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="dummy:tinyllama-1.1b")
@@ -43,17 +57,7 @@ def main() -> None:
     graphs.positions[:bs] = args.context
     graphs.slot_mapping[:bs] = tables[:, args.context // graphs.block_size].long() * graphs.block_size \
         + args.context % graphs.block_size
-    graph = graphs.graphs[bs]
-    for _ in range(20):
-        graph.replay()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    torch.cuda.synchronize()
-    start.record()
-    for _ in range(args.iters):
-        graph.replay()
-    end.record()
-    torch.cuda.synchronize()
-    step_s = start.elapsed_time(end) / 1e3 / args.iters
+    step_s = replay_us(graphs.graphs[bs], args.iters) / 1e6
     cost = ModelCost.from_config(eng.model_config, torch.finfo(torch.bfloat16).bits // 8)
     sc = step_cost(cost, [Chunk(1, args.context)] * bs)
     ceil = get_ceilings("cuda")

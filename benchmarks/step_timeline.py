@@ -20,6 +20,7 @@ import time
 from collections import defaultdict
 
 import torch
+from graph_replay_time import replay_us  # run as a script: benchmarks/ is on the path
 from torch.profiler import ProfilerActivity, profile
 
 from titaninfer import LLM, SamplingParams
@@ -68,24 +69,12 @@ def main() -> None:
     span = busy_end - events[0][0] if events else 0.0
 
     graphs = eng.runner.graphs
-    replay_us = float("nan")
-    if graphs is not None:
-        g = graphs.graphs[graphs.size_for(1)]
-        for _ in range(20):
-            g.replay()
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda.synchronize()
-        a.record()
-        for _ in range(300):
-            g.replay()
-        b.record()
-        torch.cuda.synchronize()
-        replay_us = a.elapsed_time(b) * 1e3 / 300
+    replay = replay_us(graphs.graphs[graphs.size_for(1)]) if graphs is not None else float("nan")
 
     n = args.steps
     rows = sorted(per_name.items(), key=lambda kv: -kv[1])
     print(f"{args.model}: engine step (ITL) {itl * 1e6:.1f} us median; graph replayed back to back "
-          f"{replay_us:.1f} us; outside the graph {itl * 1e6 - replay_us:.1f} us per step")
+          f"{replay:.1f} us; outside the graph {itl * 1e6 - replay:.1f} us per step")
     print(f"trace of {n} steps: {span / n:.1f} us per step, device idle {idle / n:.1f} us per step "
           "(the profiler stretches steps; shares matter, not totals)")
     print("\n| op | per step | us per step |\n|---|---:|---:|")
@@ -93,7 +82,7 @@ def main() -> None:
         print(f"| {name[:90]} | {count[name] / n:.1f} | {us / n:.2f} |")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"model": args.model, "itl_us": itl * 1e6, "replay_us": replay_us, "steps": n,
+            json.dump({"model": args.model, "itl_us": itl * 1e6, "replay_us": replay, "steps": n,
                        "span_us_per_step": span / n, "idle_us_per_step": idle / n,
                        "ops": [{"name": k, "per_step": count[k] / n, "us_per_step": v / n} for k, v in rows]},
                       f, indent=1)

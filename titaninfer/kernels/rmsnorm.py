@@ -26,7 +26,9 @@ from titaninfer.kernels.triton_common import (
     await_producer,
     pdl_launch_kwargs,
     pdl_mode,
+    rms_rstd,
     round_to,
+    sum_squares,
 )
 
 _MAX_TILE = 4096  # elements per program for short rows (rows are packed up to this)
@@ -68,12 +70,7 @@ def _rms_norm_kernel(
         tl.store(new_res_ptr + out_off, s, mask=mask)
         x = s.to(tl.float32)
 
-    # float64 sum: exact for squares of 16-bit values (skinny_gemm.py says why that matters:
-    # every path to the same norm gets the same rstd). Padded columns are 0: they add nothing.
-    x64 = x.to(tl.float64)
-    var = tl.sum(x64 * x64, axis=1).to(tl.float32) / n_cols
-    # IEEE sqrt and divide (not rsqrt.approx): one rounding each, as torch.rsqrt on a CPU.
-    rstd = tl.div_rn(1.0, tl.sqrt_rn(var + eps))
+    rstd = rms_rstd(sum_squares(x), n_cols, eps)  # padded columns are 0: they add nothing
     normed = round_to(x * rstd[:, None], dtype, EMULATE_RNE).to(tl.float32)
     tl.store(out_ptr + out_off, round_to(normed * w[None, :], dtype, EMULATE_RNE), mask=mask)
 

@@ -76,7 +76,9 @@ from titaninfer.kernels.triton_common import (
     await_producer,
     pdl_launch_kwargs,
     pdl_mode,
+    rms_rstd,
     round_to,
+    sum_squares,
 )
 from titaninfer.kernels.triton_common import INTERPRET as _INTERPRET
 
@@ -86,13 +88,13 @@ PROLOGUE_NONE, PROLOGUE_RMSNORM, PROLOGUE_RMSNORM_PRESUMMED = 0, 2, 3
 # The residual epilogue's atomics spread over this many addresses (program p adds into
 # slot p % SUMSQ_SLOTS) so they do not queue on one; the slots are adjacent, so the next
 # projection's programs load one 64-byte line. Captured batch-1 step, H200, us, at
-# slots x spacing 1 / 8x1 / 4x16 / 32x16 float64s (graph_replay_time.py, one call):
+# slots x spacing 1 / 8x1 / 4x16 / 32x16 float64s (graph_replay_time.py, one call at
+# a1ae91d, where the spacing was a knob):
 # TinyLlama 794.9 / 787.7 / 786.2 / 803.7, Qwen3-0.6B 829.5 / 835.4 / 838.7 / 880.1,
 # Llama-3-8B 4,146.6 / 3,867.8 / 3,864.6 / 3,864.5 (no fusion, other call: 795.7, 892.8,
 # 3,889.3): one address serialises Llama-3-8B's 1,024 programs, 32 lines cost every
 # consumer program 32 loads.
 SUMSQ_SLOTS = 8
-_SLOT_STRIDE = 1  # float64s from one slot to the next
 
 
 @dataclass(frozen=True)
@@ -273,7 +275,7 @@ def _skinny_gemm_kernel(
     PROLOGUE: tl.constexpr, HAS_RES: tl.constexpr, HAS_BIAS: tl.constexpr,
     USE_DOT: tl.constexpr, EMULATE_RNE: tl.constexpr, PDL: tl.constexpr, PRELOAD: tl.constexpr,
     ROPE: tl.constexpr, HEAD_DIM: tl.constexpr, SILU_MUL: tl.constexpr,
-    ADD_RESIDUAL: tl.constexpr, SLOTS: tl.constexpr, SLOT_STRIDE: tl.constexpr,
+    ADD_RESIDUAL: tl.constexpr, SLOTS: tl.constexpr,
 ):
     pid = tl.program_id(0)
     lanes = tl.arange(0, BLOCK_N)
@@ -315,13 +317,11 @@ def _skinny_gemm_kernel(
             if HAS_RES:
                 r = tl.load(res_ptr + ms[:, None] * K + kk[None, :], mask=mask, other=0.0).to(tl.float32)
                 xs = round_to(xs + r, dtype, EMULATE_RNE).to(tl.float32)
-            xs64 = xs.to(tl.float64)
-            sq += tl.sum(xs64 * xs64, axis=1)
-        rstd = tl.div_rn(1.0, tl.sqrt_rn(sq.to(tl.float32) / K + eps))
+            sq += sum_squares(xs)
+        rstd = rms_rstd(sq, K, eps)
     if PROLOGUE == 3:  # the producer's sums of squares: one load, no pass over x
-        slots = tl.arange(0, SLOTS) * SLOT_STRIDE
-        sq = tl.load(sq_in_ptr + ms[:, None] * (SLOTS * SLOT_STRIDE) + slots[None, :], mask=m_ok[:, None], other=0.0)
-        rstd = tl.div_rn(1.0, tl.sqrt_rn(tl.sum(sq, axis=1).to(tl.float32) / K + eps))
+        sq = tl.load(sq_in_ptr + ms[:, None] * SLOTS + tl.arange(0, SLOTS)[None, :], mask=m_ok[:, None], other=0.0)
+        rstd = rms_rstd(tl.sum(sq, axis=1), K, eps)
 
     if not USE_DOT and BM == 1:
         acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
@@ -357,9 +357,8 @@ def _skinny_gemm_kernel(
         # order); this program's part of each row's sum of squares, in float64 (its result
         # is not used, so the atomic does not hold the program).
         stream = round_to(round_to(acc, dtype, EMULATE_RNE).to(tl.float32) + stream_in, dtype, EMULATE_RNE)
-        s64 = stream.to(tl.float32).to(tl.float64)
-        slot = (pid % SLOTS) * SLOT_STRIDE
-        tl.atomic_add(sq_out_ptr + ms * (SLOTS * SLOT_STRIDE) + slot, tl.sum(s64 * s64, axis=1), mask=m_ok, sem="relaxed")
+        tl.atomic_add(sq_out_ptr + ms * SLOTS + pid % SLOTS, sum_squares(stream.to(tl.float32)), mask=m_ok,
+                      sem="relaxed")
         acc = stream.to(tl.float32)  # masked columns: 0 + 0, not stored
     if SILU_MUL:
         # gate and up round as the projection's output would, then silu(gate) * up once.
@@ -413,9 +412,14 @@ def pick_config(m: int, n: int, k: int, num_sms: int = DEFAULT_NUM_SMS) -> Skinn
 _NORM_PROLOGUE_MAX_WORK = 1 << 20
 
 
+def _prologue_work(m: int, n: int, k: int) -> int:
+    """Elements of x a norm prologue normalises in all: each program does the whole row."""
+    return triton.cdiv(n, pick_config(m, n, k).block_n) * k
+
+
 def rmsnorm_prologue_pays(m: int, n: int, k: int) -> bool:
     """Whether to fuse RMSNorm into the [n, k] projection (else: norm kernel, then GEMV)."""
-    return triton.cdiv(n, pick_config(m, n, k).block_n) * k <= _NORM_PROLOGUE_MAX_WORK
+    return _prologue_work(m, n, k) <= _NORM_PROLOGUE_MAX_WORK
 
 
 # The same limit for the presummed prologue, which skips the pass for the sum of squares but
@@ -426,7 +430,7 @@ _PRESUMMED_PROLOGUE_MAX_WORK = 2 << 20
 def presummed_prologue_pays(m: int, n: int, k: int) -> bool:
     """Whether a projection whose input stream brings its sums of squares normalises in its
     prologue (else: the norm kernel first)."""
-    return triton.cdiv(n, pick_config(m, n, k).block_n) * k <= _PRESUMMED_PROLOGUE_MAX_WORK
+    return _prologue_work(m, n, k) <= _PRESUMMED_PROLOGUE_MAX_WORK
 
 
 def _check(x: torch.Tensor, weight: torch.Tensor, k: int) -> None:
@@ -471,18 +475,18 @@ def _check_rope(rope: RopeKVStore, m: int, n: int) -> int:
 
 def new_sumsq(m: int, device: torch.device | str, batch: tuple[int, ...] = ()) -> torch.Tensor:
     """Zeroed accumulators of the residual epilogue for m rows ([*batch, m, slots])."""
-    return torch.zeros((*batch, m, SUMSQ_SLOTS * _SLOT_STRIDE), dtype=torch.float64, device=device)
+    return torch.zeros((*batch, m, SUMSQ_SLOTS), dtype=torch.float64, device=device)
 
 
 def sumsq_total(sumsq: torch.Tensor) -> torch.Tensor:
     """[..., m] sums of squares held by `new_sumsq` accumulators."""
-    return sumsq[..., ::_SLOT_STRIDE].sum(-1)
+    return sumsq.sum(-1)
 
 
 def _check_sumsq(sumsq: torch.Tensor, m: int) -> None:
-    if sumsq.shape != (m, SUMSQ_SLOTS * _SLOT_STRIDE) or sumsq.dtype != torch.float64 or not sumsq.is_contiguous():
+    if sumsq.shape != (m, SUMSQ_SLOTS) or sumsq.dtype != torch.float64 or not sumsq.is_contiguous():
         raise ValueError(f"sumsq {tuple(sumsq.shape)} {sumsq.dtype} must be a contiguous float64 "
-                         f"[{m}, {SUMSQ_SLOTS * _SLOT_STRIDE}] (new_sumsq)")
+                         f"[{m}, {SUMSQ_SLOTS}] (new_sumsq)")
 
 
 def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, k: int, prologue: int,
@@ -538,7 +542,7 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, k:
         PROLOGUE=prologue, HAS_RES=residual is not None, HAS_BIAS=bias is not None,
         USE_DOT=cfg.use_dot, EMULATE_RNE=_INTERPRET, PDL=pdl, PRELOAD=_PRELOAD_TILES,
         ROPE=rope is not None, HEAD_DIM=head_dim, SILU_MUL=silu_mul,
-        ADD_RESIDUAL=add_residual is not None, SLOTS=SUMSQ_SLOTS, SLOT_STRIDE=_SLOT_STRIDE,
+        ADD_RESIDUAL=add_residual is not None, SLOTS=SUMSQ_SLOTS,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages, **pdl_launch_kwargs(pdl),
     )
     return out, new_res

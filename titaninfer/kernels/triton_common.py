@@ -48,6 +48,24 @@ def round_to(x, dtype: tl.constexpr, emulate_rne: tl.constexpr):
     return x.to(dtype)
 
 
+# RMSNorm's statistics, shared by every kernel that normalises (rmsnorm.py, the skinny GEMM's
+# norm prologues and its residual epilogue): they must compute them alike, bit for bit.
+@triton.jit
+def sum_squares(x):
+    """Row sums of x * x [R, C] -> [R] float64. Squares of 16-bit values are exact in
+    float64 and a few thousand of them sum exactly (or within 2^-40), so the float32
+    rounding in `rms_rstd` does not depend on how the terms were grouped or ordered."""
+    x64 = x.to(tl.float64)
+    return tl.sum(x64 * x64, axis=1)
+
+
+@triton.jit
+def rms_rstd(sum_sq, n, eps):
+    """1 / sqrt(mean square + eps) from a float64 `sum_squares` over n columns: IEEE sqrt
+    and divide (not rsqrt.approx), one rounding each, as torch.rsqrt on a CPU."""
+    return tl.div_rn(1.0, tl.sqrt_rn(sum_sq.to(tl.float32) / n + eps))
+
+
 # When a kernel lets the next one launch (PDL modes): after its own wait (1: at most one
 # kernel waits ahead of the running one) or before it (2: a chain of short kernels can all
 # be resident and waiting, so a GEMV after them starts its weight loads even earlier).
