@@ -90,9 +90,6 @@ for stage in "$@"; do case $stage in
              step timeline-8b 120 python benchmarks/step_timeline.py --model dummy:llama3-8b --json "$OUT/timeline-8b.json" ;;
   probe) step persistent-probe 180 python benchmarks/persistent_probe.py --json "$OUT/persistent-probe.json" ;;
   pmlp-tests) step pytest-persistent-mlp-gpu 150 python -m pytest -q tests/kernels/test_persistent_mlp.py ;;
-  pmlp-bench) for m in tinyllama-1.1b qwen3-0.6b llama3-8b; do
-      step "pmlp-bench-$m" 100 python benchmarks/persistent_mlp_bench.py --model "dummy:$m" --json "$OUT/pmlp-$m.json"
-    done ;;
   rmsnorm-tests) step pytest-rmsnorm-gpu 40 python -m pytest -q tests/kernels/test_rmsnorm.py ;;
   rotary-tests) step pytest-rotary-gpu 60 python -m pytest -q tests/kernels/test_rotary.py ;;
   e2e-qwen) step pytest-e2e-qwen-gpu 90 python -m pytest -q -s -m gpu tests/e2e/test_gpu.py -k "qwen3 or no_kernel_compiles" ;;

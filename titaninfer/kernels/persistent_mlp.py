@@ -65,9 +65,6 @@ PHASE_GATE_UP, PHASE_DOWN, PHASE_BOTH = 1, 2, 3
 # Programs per SM: the probe (benchmarks/persistent_probe.py, H200) streamed a grid-stride
 # GEMV at 3.69 TB/s with 4 and 4.11 with 8, where a barrier costs 1.6 / 3.0 us.
 PROGRAMS_PER_SM = 4
-# Whether a program loads its next tile's leading chunks before computing the current one
-# (more bytes in flight per program, more registers, fewer programs per SM).
-LOAD_AHEAD = True
 _NUM_WARPS = 4  # the skinny kernel's at M = 1: same layout, same reduction order
 _INTERPRET_PROGRAMS = 3  # under the interpreter: a few programs, each with several tiles
 
@@ -140,7 +137,7 @@ def _persistent_mlp_kernel(
     x_ptr, sq_in_ptr, nw_ptr, wgu_ptr, wd_ptr, h_ptr, out_ptr, sq_out_ptr, sync_ptr,
     H, INTER, eps, n_programs,
     GU_N: tl.constexpr, GU_K: tl.constexpr, DOWN_N: tl.constexpr, DOWN_K: tl.constexpr,
-    SLOTS: tl.constexpr, PHASES: tl.constexpr, AHEAD: tl.constexpr,
+    SLOTS: tl.constexpr, PHASES: tl.constexpr,
     EMULATE_RNE: tl.constexpr, PDL: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -161,20 +158,14 @@ def _persistent_mlp_kernel(
         sq = tl.load(sq_in_ptr + tl.arange(0, SLOTS))
         rstd = rms_rstd(tl.sum(sq, axis=0), H, eps)
         while tile < gu_tiles:
-            nxt = tile + n_programs
+            nxt = tile + n_programs  # load the next tile's leading chunks before this one's epilogue
             n_rows = wgu_ptr + _output_rows(nxt, lanes, 0, INTER, GU_N, False, 2, True)[:, None] * H
             n_ok = (nxt.to(tl.int64) * HALF + lanes % HALF) < INTER
-            if AHEAD:  # the next tile's leading chunks load while this one computes
-                cur0, cur1 = w0, w1
-                w0 = _weight_tile(n_rows, n_ok, 0, H, GU_K)
-                w1 = _weight_tile(n_rows, n_ok, GU_K, H, GU_K)
-                _gate_up_tile(tile, cur0, cur1, wgu_ptr, x_ptr, nw_ptr, h_ptr, rstd, H, INTER, lanes,
-                              dtype, GU_N, GU_K, EMULATE_RNE)
-            else:  # fewer registers, more programs per SM
-                _gate_up_tile(tile, w0, w1, wgu_ptr, x_ptr, nw_ptr, h_ptr, rstd, H, INTER, lanes,
-                              dtype, GU_N, GU_K, EMULATE_RNE)
-                w0 = _weight_tile(n_rows, n_ok, 0, H, GU_K)
-                w1 = _weight_tile(n_rows, n_ok, GU_K, H, GU_K)
+            cur0, cur1 = w0, w1
+            w0 = _weight_tile(n_rows, n_ok, 0, H, GU_K)
+            w1 = _weight_tile(n_rows, n_ok, GU_K, H, GU_K)
+            _gate_up_tile(tile, cur0, cur1, wgu_ptr, x_ptr, nw_ptr, h_ptr, rstd, H, INTER, lanes,
+                          dtype, GU_N, GU_K, EMULATE_RNE)
             tile = nxt
 
     if PHASES & 2:
@@ -194,17 +185,11 @@ def _persistent_mlp_kernel(
             nxt = tile + n_programs
             n_rows = wd_ptr + (nxt.to(tl.int64) * DOWN_N + lanes)[:, None] * INTER
             n_ok = (nxt.to(tl.int64) * DOWN_N + lanes) < H
-            if AHEAD:
-                cur0, cur1 = w0, w1
-                w0 = _weight_tile(n_rows, n_ok, 0, INTER, DOWN_K)
-                w1 = _weight_tile(n_rows, n_ok, DOWN_K, INTER, DOWN_K)
-                _down_tile(tile, cur0, cur1, wd_ptr, h_ptr, x_ptr, out_ptr, sq_out_ptr, H, INTER, lanes,
-                           dtype, DOWN_N, DOWN_K, SLOTS, EMULATE_RNE)
-            else:
-                _down_tile(tile, w0, w1, wd_ptr, h_ptr, x_ptr, out_ptr, sq_out_ptr, H, INTER, lanes,
-                           dtype, DOWN_N, DOWN_K, SLOTS, EMULATE_RNE)
-                w0 = _weight_tile(n_rows, n_ok, 0, INTER, DOWN_K)
-                w1 = _weight_tile(n_rows, n_ok, DOWN_K, INTER, DOWN_K)
+            cur0, cur1 = w0, w1
+            w0 = _weight_tile(n_rows, n_ok, 0, INTER, DOWN_K)
+            w1 = _weight_tile(n_rows, n_ok, DOWN_K, INTER, DOWN_K)
+            _down_tile(tile, cur0, cur1, wd_ptr, h_ptr, x_ptr, out_ptr, sq_out_ptr, H, INTER, lanes,
+                       dtype, DOWN_N, DOWN_K, SLOTS, EMULATE_RNE)
             tile = nxt
 
 
@@ -227,13 +212,7 @@ def _resident_programs_per_sm(device_index: int, n_regs: int, shared: int, num_w
     return min(by_regs, by_threads, by_smem, 32)
 
 
-_grids: dict[tuple, int] = {}
-# Per compiled variant (the `_grids` key): registers, spills, shared memory, resident
-# programs per SM and the grid, for benchmarks/persistent_mlp_bench.py.
-launch_info: dict[tuple, dict[str, int]] = {}
-
-
-def _grid(key: tuple, device: torch.device, kernel_args: tuple, constexprs: dict) -> int:
+def _grid(device: torch.device, kernel_args: tuple, constexprs: dict) -> int:
     """Programs of the persistent launch: PROGRAMS_PER_SM per SM, capped by occupancy so all
     are resident at once (the barrier's requirement)."""
     if INTERPRET or device.type != "cuda":
@@ -245,21 +224,19 @@ def _grid(key: tuple, device: torch.device, kernel_args: tuple, constexprs: dict
     per_sm = _resident_programs_per_sm(index, compiled.n_regs, compiled.metadata.shared, _NUM_WARPS)
     if per_sm < 1:
         raise RuntimeError("persistent MLP: one program does not fit on an SM")
-    grid = min(PROGRAMS_PER_SM, per_sm) * device_sms(device)
-    launch_info[key] = dict(n_regs=compiled.n_regs, n_spills=compiled.n_spills, shared=compiled.metadata.shared,
-                            resident_per_sm=per_sm, grid=grid)
-    return grid
+    return min(PROGRAMS_PER_SM, per_sm) * device_sms(device)
+
+
+_grids: dict[tuple, int] = {}
 
 
 def persistent_mlp(x: torch.Tensor, sumsq: torch.Tensor, norm_weight: torch.Tensor, eps: float,
                    gate_up_weight: torch.Tensor, down_weight: torch.Tensor,
-                   sumsq_out: torch.Tensor, phase: int = PHASE_BOTH) -> torch.Tensor:
+                   sumsq_out: torch.Tensor) -> torch.Tensor:
     """x + down(silu_and_mul(gate_up(rmsnorm(x) * norm_weight))) for one token x [1, H], the
     residual stream, whose sums of squares `sumsq` holds ([1, SUMSQ_SLOTS], `new_sumsq`);
     the result's are added into sumsq_out. gate_up_weight [2I, H] = [gate | up], down_weight
-    [H, INTER]. Bit for bit the skinny three-kernel chain's result. `phase` PHASE_GATE_UP or
-    PHASE_DOWN alone: one phase's device time, for benchmarks (its output is not the MLP's).
-    Under the interpreter the phases always run as two launches."""
+    [H, INTER]. Bit for bit the skinny three-kernel chain's result."""
     if x.dim() != 2 or x.shape[0] != 1:
         raise ValueError(f"persistent MLP: x {tuple(x.shape)} must be one token [1, H]")
     h = x.shape[1]
@@ -278,15 +255,15 @@ def persistent_mlp(x: torch.Tensor, sumsq: torch.Tensor, norm_weight: torch.Tens
     act = torch.empty((i,), dtype=x.dtype, device=x.device)
     sync = barrier_words(x.device)
     pdl = pdl_mode(x.device)
-    constexprs = dict(**_tiles(h, i), SLOTS=SUMSQ_SLOTS, AHEAD=LOAD_AHEAD, EMULATE_RNE=INTERPRET, PDL=pdl,
+    constexprs = dict(**_tiles(h, i), SLOTS=SUMSQ_SLOTS, EMULATE_RNE=INTERPRET, PDL=pdl,
                       num_warps=_NUM_WARPS, num_stages=1)
-    phases = [PHASE_GATE_UP, PHASE_DOWN] if INTERPRET or x.device.type != "cuda" else [phase]
-    key = (x.device, h, i, x.dtype, pdl, LOAD_AHEAD, PROGRAMS_PER_SM)
+    phases = [PHASE_GATE_UP, PHASE_DOWN] if INTERPRET or x.device.type != "cuda" else [PHASE_BOTH]
+    key = (x.device, h, i, x.dtype, pdl)
     for phase in phases:
         args = (x, sumsq, norm_weight.contiguous(), gate_up_weight, down_weight, act, out, sumsq_out, sync,
                 h, i, float(eps))
         grid = _grids.get(key)
         if grid is None:
-            grid = _grids[key] = _grid(key, x.device, (*args, 1), dict(constexprs, PHASES=phase))
+            grid = _grids[key] = _grid(x.device, (*args, 1), dict(constexprs, PHASES=phase))
         _persistent_mlp_kernel[(grid,)](*args, grid, PHASES=phase, **constexprs, **pdl_launch_kwargs(pdl))
     return out
