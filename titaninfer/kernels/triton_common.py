@@ -169,36 +169,3 @@ def zeroed_counters(device: torch.device, n: int, owner: str) -> torch.Tensor:
             _retired_counters.append(buf)
         buf = _counters[key] = torch.zeros(max(n, _MIN_COUNTERS), dtype=torch.int32, device=device)
     return buf
-
-
-@triton.jit
-def grid_barrier(sync_ptr, n_programs):
-    """Return once all n_programs programs of the grid have called this (they must all be
-    resident at once; see persistent_mlp.py). sync_ptr: two int32 words of `barrier_words`,
-    an arrival count and a generation. The last to arrive resets the count and bumps the
-    generation the others spin on, so the words are ready for the next barrier with no
-    memset (the generation just keeps counting). Stores before the call are visible to
-    every program after it (CTA barrier, then a GPU-scope release / acquire); read what
-    other programs stored with .cg loads, past L1."""
-    tl.debug_barrier()
-    gen = tl.atomic_add(sync_ptr + 1, 0, sem="acquire", scope="gpu")  # before arriving: it cannot have moved yet
-    if tl.atomic_add(sync_ptr, 1, sem="acq_rel", scope="gpu") == n_programs - 1:
-        tl.atomic_xchg(sync_ptr, 0, sem="relaxed", scope="gpu")
-        tl.atomic_add(sync_ptr + 1, 1, sem="release", scope="gpu")
-    else:
-        seen = tl.atomic_add(sync_ptr + 1, 0, sem="acquire", scope="gpu")
-        while seen == gen:
-            seen = tl.atomic_add(sync_ptr + 1, 0, sem="acquire", scope="gpu")
-    tl.debug_barrier()
-
-
-_barrier_words: dict[torch.device, torch.Tensor] = {}
-
-
-def barrier_words(device: torch.device) -> torch.Tensor:
-    """The two int32 words `grid_barrier` uses on `device`, allocated zeroed once and never
-    freed (CUDA graphs keep the address). Kernels using them run in stream order."""
-    words = _barrier_words.get(device)
-    if words is None:
-        words = _barrier_words[device] = torch.zeros(2, dtype=torch.int32, device=device)
-    return words

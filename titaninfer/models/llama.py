@@ -24,7 +24,6 @@ from titaninfer.layers.linear import (
     linear_residual,
     norm_linear_rope,
     norm_linear_silu_mul,
-    skinny_rows_ok,
     sumsq_slots,
 )
 from titaninfer.layers.norm import RMSNorm
@@ -43,10 +42,6 @@ ROPE_IN_QKV_PROJECTION = True
 # (`skinny_gemm.presummed_prologue_pays`) it is the next projection's prologue, with no
 # norm kernel. False: the add in the norm kernel (A/B, debugging).
 RESIDUAL_IN_PROJECTION = True
-# At batch 1 with the stream's sums of squares at hand (RESIDUAL_IN_PROJECTION), the whole
-# MLP block (norm, gate_up, SiLU-and-mul, down, residual add) is one persistent kernel
-# (`kernels.persistent_mlp`) instead of two or three. False: the kernel chain (A/B).
-PERSISTENT_MLP = True
 
 
 class Attention(nn.Module):
@@ -119,15 +114,7 @@ class MLP(nn.Module):
 
     def forward(self, stream: Stream, norm: RMSNorm, sumsq_out: torch.Tensor | None = None) -> Stream:
         """stream + down(silu(gate) * up) of norm(stream). The SiLU-and-mul runs in the
-        gate_up projection's epilogue where the GEMV path runs; as its own op elsewhere. One
-        token with its sums of squares: all of it in one persistent kernel (PERSISTENT_MLP)."""
-        if PERSISTENT_MLP and sumsq_out is not None and stream.sumsq is not None and stream.x.shape[0] == 1 \
-                and skinny_rows_ok(stream.x):
-            from titaninfer.kernels.persistent_mlp import persistent_mlp
-
-            out = persistent_mlp(stream.x, stream.sumsq, norm.weight, norm.eps, self.gate_up_proj.weight,
-                                 self.down_proj.weight, sumsq_out)
-            return Stream(out, None, sumsq_out)
+        gate_up projection's epilogue where the GEMV path runs; as its own op elsewhere."""
         act, summed = norm_linear_silu_mul(stream, norm, self.gate_up_proj)
         return linear_residual(act, self.down_proj, summed, sumsq_out)
 
