@@ -26,7 +26,7 @@ B="python -m titaninfer.bench"
 # Decode-latency A/B of tuning constants (benchmarks/with_overrides.py), one model per stage.
 K=titaninfer.kernels
 # A name starting "off" runs with TITANINFER_PDL=0.
-VARIANTS=("base|" "norm-kernel|titaninfer.models.llama.RESIDUAL_IN_PROJECTION=False")
+VARIANTS=("base|" "kv-after-wait|titaninfer.kernels.decode_attention.PRELOAD_FIRST_TILE=False")
 variant_step() {  # variant_step PREFIX TIMEOUT "NAME|OVERRIDES" MODULE ARGS...: step PREFIX-NAME
   local prefix=$1 t=$2 name=${3%%|*} ovr=${3#*|} pdl=1
   shift 3
@@ -87,6 +87,7 @@ for stage in "$@"; do case $stage in
   timeline) step timeline-tiny 100 python benchmarks/step_timeline.py --model dummy:tinyllama-1.1b --json "$OUT/timeline-tiny.json" ;
              step timeline-8b 120 python benchmarks/step_timeline.py --model dummy:llama3-8b --json "$OUT/timeline-8b.json" ;;
   probe) step persistent-probe 180 python benchmarks/persistent_probe.py --json "$OUT/persistent-probe.json" ;;
+  attn-tests) step pytest-decode-attn-gpu 120 python -m pytest -q tests/kernels/test_decode_attention.py ;;
   rmsnorm-tests) step pytest-rmsnorm-gpu 40 python -m pytest -q tests/kernels/test_rmsnorm.py ;;
   rotary-tests) step pytest-rotary-gpu 60 python -m pytest -q tests/kernels/test_rotary.py ;;
   e2e-qwen) step pytest-e2e-qwen-gpu 90 python -m pytest -q -s -m gpu tests/e2e/test_gpu.py -k "qwen3 or no_kernel_compiles" ;;

@@ -54,9 +54,37 @@ _MAX_SPLITS = 64
 # (b, h) pairs alone are enough once they cover 2 programs per SM.
 _SLOTS_PER_SM = 4
 _NO_SPLIT_PER_SM = 2
+# Load the first K/V tile (all but this step's token) before the PDL wait. False: after it,
+# as before (A/B).
+PRELOAD_FIRST_TILE = True
 _MERGE_TILE = 8192  # floats of partial outputs the merging program loads at once (64 registers/thread)
 
 
+
+
+@triton.jit
+def _kv_tile(kc_ptr, vc_ptr, bt_row, n, ok, kvh, d, kc_s0, kc_s1, kc_s2, vc_s0, vc_s1, vc_s2,
+             KV_BLOCK: tl.constexpr):
+    """K and V [BLOCK_N, D] of positions n of one sequence and KV head (zeros where not ok):
+    a per-token block lookup, since a tile may span several KV blocks (or part of one)."""
+    blk = tl.load(bt_row + n // KV_BLOCK, mask=ok, other=0).to(tl.int64)
+    off = n % KV_BLOCK
+    k = tl.load(kc_ptr + (blk * kc_s0 + off * kc_s1 + kvh * kc_s2)[:, None] + d[None, :], mask=ok[:, None], other=0.0)
+    v = tl.load(vc_ptr + (blk * vc_s0 + off * vc_s1 + kvh * vc_s2)[:, None] + d[None, :], mask=ok[:, None], other=0.0)
+    return k, v
+
+
+@triton.jit
+def _attend_tile(q, k, v, n_ok, m_i, l_i, acc, qk_scale_log2, DOT_DTYPE: tl.constexpr):
+    """One online-softmax step over a K/V tile (base 2): the new (max, sum, output)."""
+    s = tl.dot(q, tl.trans(k.to(DOT_DTYPE))) * qk_scale_log2  # [GROUP_PAD, BLOCK_N]
+    s = tl.where(n_ok[None, :], s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    alpha = tl.exp2(m_i - m_new)
+    p = tl.exp2(s - m_new[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None] + tl.dot(p.to(DOT_DTYPE), v.to(DOT_DTYPE))
+    return m_new, l_i, acc
 
 
 # Block-table width changes with the longest sequence in eager steps: not specialised.
@@ -68,13 +96,14 @@ def _decode_split_kernel(
     num_q_heads,
     GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
     KV_BLOCK: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr, MERGE_CHUNK: tl.constexpr,
-    DOT_DTYPE: tl.constexpr, EMULATE_RNE: tl.constexpr, PDL: tl.constexpr,
+    DOT_DTYPE: tl.constexpr, EMULATE_RNE: tl.constexpr, PDL: tl.constexpr, PRELOAD: tl.constexpr,
 ):
+    if not PRELOAD:
+        await_producer(PDL)
     b = tl.program_id(0)
     kvh = tl.program_id(1)
     split = tl.program_id(2)
-    await_producer(PDL)  # q and this step's K/V are written by the kernel before
-    seq_len = tl.load(seq_lens_ptr + b)
+    seq_len = tl.load(seq_lens_ptr + b)  # a step input: no kernel of the step writes it
     # Equal, BLOCK_N-aligned ranges of this sequence's own length: short sequences leave
     # trailing splits empty instead of giving every split a sliver.
     per_split = tl.cdiv(tl.cdiv(seq_len, NUM_SPLITS), BLOCK_N) * BLOCK_N
@@ -85,31 +114,35 @@ def _decode_split_kernel(
     d = tl.arange(0, HEAD_DIM)
     g_ok = g < GROUP
     heads = kvh * GROUP + g
+    bt_row = bt_ptr + b.to(tl.int64) * bt_s0
+    # The first tile's K/V loads before the wait (under PDL while the qkv projection still
+    # runs): every position but the last was written by earlier steps; the last one, this
+    # step's token, is the only one a kernel before this one writes, so it loads after.
+    n = lo + tl.arange(0, BLOCK_N)
+    n_ok = n < hi
+    k, v = _kv_tile(kc_ptr, vc_ptr, bt_row, n, n_ok & (n < seq_len - 1), kvh, d,
+                    kc_s0, kc_s1, kc_s2, vc_s0, vc_s1, vc_s2, KV_BLOCK)
+    if PRELOAD:
+        await_producer(PDL)  # q and this step's K/V are written by the kernel before
     q = tl.load(q_ptr + b.to(tl.int64) * q_s0 + heads[:, None] * q_s1 + d[None, :],
                 mask=g_ok[:, None], other=0.0).to(DOT_DTYPE)
+    is_new = n_ok & (n == seq_len - 1)
+    k_new, v_new = _kv_tile(kc_ptr, vc_ptr, bt_row, n, is_new, kvh, d,
+                            kc_s0, kc_s1, kc_s2, vc_s0, vc_s1, vc_s2, KV_BLOCK)
+    k = tl.where(is_new[:, None], k_new, k)
+    v = tl.where(is_new[:, None], v_new, v)
 
     m_i = tl.full([GROUP_PAD], float("-inf"), tl.float32)
     l_i = tl.zeros([GROUP_PAD], tl.float32)
     acc = tl.zeros([GROUP_PAD, HEAD_DIM], tl.float32)
-    bt_row = bt_ptr + b.to(tl.int64) * bt_s0
-    for start in range(lo, hi, BLOCK_N):
+    if lo < hi:  # an empty split adds nothing (and must not: its scores are all -inf)
+        m_i, l_i, acc = _attend_tile(q, k, v, n_ok, m_i, l_i, acc, qk_scale_log2, DOT_DTYPE)
+    for start in range(lo + BLOCK_N, hi, BLOCK_N):
         n = start + tl.arange(0, BLOCK_N)
         n_ok = n < hi
-        # Per-token block lookup: a tile may span several KV blocks (or part of one).
-        blk = tl.load(bt_row + n // KV_BLOCK, mask=n_ok, other=0).to(tl.int64)
-        off = n % KV_BLOCK
-        k = tl.load(kc_ptr + (blk * kc_s0 + off * kc_s1 + kvh * kc_s2)[:, None] + d[None, :],
-                    mask=n_ok[:, None], other=0.0)
-        v = tl.load(vc_ptr + (blk * vc_s0 + off * vc_s1 + kvh * vc_s2)[:, None] + d[None, :],
-                    mask=n_ok[:, None], other=0.0)
-        s = tl.dot(q, tl.trans(k.to(DOT_DTYPE))) * qk_scale_log2  # [GROUP_PAD, BLOCK_N]
-        s = tl.where(n_ok[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(s - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(DOT_DTYPE), v.to(DOT_DTYPE))
-        m_i = m_new
+        k, v = _kv_tile(kc_ptr, vc_ptr, bt_row, n, n_ok, kvh, d, kc_s0, kc_s1, kc_s2, vc_s0, vc_s1, vc_s2,
+                        KV_BLOCK)
+        m_i, l_i, acc = _attend_tile(q, k, v, n_ok, m_i, l_i, acc, qk_scale_log2, DOT_DTYPE)
 
     has = l_i > 0.0  # false only for an empty range (seq_len 0 or a trailing split)
     o = acc / tl.where(has, l_i, 1.0)[:, None]
@@ -252,7 +285,7 @@ def paged_decode_attention(
         GROUP=group, GROUP_PAD=group_pad, HEAD_DIM=d,
         KV_BLOCK=kv_block, BLOCK_N=block_n, NUM_SPLITS=num_splits,
         MERGE_CHUNK=min(triton.next_power_of_2(num_splits), max(1, _MERGE_TILE // (group_pad * d))),
-        DOT_DTYPE=dot_dtype, EMULATE_RNE=_INTERPRET, PDL=pdl,
+        DOT_DTYPE=dot_dtype, EMULATE_RNE=_INTERPRET, PDL=pdl, PRELOAD=PRELOAD_FIRST_TILE,
         num_warps=num_warps, num_stages=num_stages, **pdl_launch_kwargs(pdl),
     )
     return out
