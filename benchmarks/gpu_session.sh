@@ -40,6 +40,12 @@ replay() {  # replay MODEL TIMEOUT_S: device time of the batch-1 decode graph, p
     variant_step "replay-$1" "$2" "$v" benchmarks.graph_replay_time --model "dummy:$1"
   done
 }
+replay2() {  # replay2 TIMEOUT_S MODEL...: every variant twice per model, interleaved
+  local t=$1 m v rep; shift
+  for m in "$@"; do for rep in 1 2; do for v in "${VARIANTS[@]}"; do
+    variant_step "replay$rep-$m" "$t" "$v" benchmarks.graph_replay_time --model "dummy:$m"
+  done; done; done
+}
 variants() {  # variants MODEL TIMEOUT_S: every variant twice, interleaved (drift shows as a rep gap)
   local v rep
   for rep in 1 2; do for v in "${VARIANTS[@]}"; do
@@ -73,6 +79,7 @@ for stage in "$@"; do case $stage in
              step latency-pdl-off 100 env TITANINFER_PDL=0 $B latency --engines titaninfer --no-progress \
              --model dummy:tinyllama-1.1b,dummy:llama3-8b --out "$OUT/packs/latency-pdl-off" --results-dir "$RESULTS/pdl-off" ;;
   replay-tiny) replay tinyllama-1.1b 30 ;;
+  replay2-all) replay2 25 tinyllama-1.1b qwen3-0.6b llama3-8b ;;
   replay-8b) replay llama3-8b 35 ;;
   replay-qwen) replay qwen3-0.6b 30 ;;
   variants-tiny) variants tinyllama-1.1b 45 ;;
