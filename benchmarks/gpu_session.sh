@@ -79,7 +79,7 @@ for stage in "$@"; do case $stage in
              step latency-pdl-off 100 env TITANINFER_PDL=0 $B latency --engines titaninfer --no-progress \
              --model dummy:tinyllama-1.1b,dummy:llama3-8b --out "$OUT/packs/latency-pdl-off" --results-dir "$RESULTS/pdl-off" ;;
   replay-tiny) replay tinyllama-1.1b 30 ;;
-  replay2-all) replay2 25 tinyllama-1.1b qwen3-0.6b llama3-8b ;;
+  replay2-all) replay2 22 tinyllama-1.1b qwen3-0.6b llama3-8b ;;
   replay-8b) replay llama3-8b 35 ;;
   replay-qwen) replay qwen3-0.6b 30 ;;
   variants-tiny) variants tinyllama-1.1b 45 ;;
@@ -94,7 +94,7 @@ for stage in "$@"; do case $stage in
   timeline) step timeline-tiny 100 python benchmarks/step_timeline.py --model dummy:tinyllama-1.1b --json "$OUT/timeline-tiny.json" ;
              step timeline-8b 120 python benchmarks/step_timeline.py --model dummy:llama3-8b --json "$OUT/timeline-8b.json" ;;
   probe) step persistent-probe 180 python benchmarks/persistent_probe.py --json "$OUT/persistent-probe.json" ;;
-  attn-tests) step pytest-decode-attn-gpu 120 python -m pytest -q tests/kernels/test_decode_attention.py ;;
+  attn-tests) step pytest-decode-attn-gpu 100 python -m pytest -q tests/kernels/test_decode_attention.py ;;
   rmsnorm-tests) step pytest-rmsnorm-gpu 40 python -m pytest -q tests/kernels/test_rmsnorm.py ;;
   rotary-tests) step pytest-rotary-gpu 60 python -m pytest -q tests/kernels/test_rotary.py ;;
   e2e-qwen) step pytest-e2e-qwen-gpu 90 python -m pytest -q -s -m gpu tests/e2e/test_gpu.py -k "qwen3 or no_kernel_compiles" ;;

@@ -63,15 +63,15 @@ _MERGE_TILE = 8192  # floats of partial outputs the merging program loads at onc
 
 
 @triton.jit
-def _kv_tile(kc_ptr, vc_ptr, bt_row, n, ok, kvh, d, kc_s0, kc_s1, kc_s2, vc_s0, vc_s1, vc_s2,
-             KV_BLOCK: tl.constexpr):
-    """K and V [BLOCK_N, D] of positions n of one sequence and KV head (zeros where not ok):
-    a per-token block lookup, since a tile may span several KV blocks (or part of one)."""
+def _kv_pointers(kc_ptr, vc_ptr, bt_row, n, ok, kvh, d, kc_s0, kc_s1, kc_s2, vc_s0, vc_s1, vc_s2,
+                 KV_BLOCK: tl.constexpr):
+    """Addresses of K and V [BLOCK_N, D] at positions n of one sequence and KV head: a
+    per-token block lookup, since a tile may span several KV blocks (or part of one)."""
     blk = tl.load(bt_row + n // KV_BLOCK, mask=ok, other=0).to(tl.int64)
     off = n % KV_BLOCK
-    k = tl.load(kc_ptr + (blk * kc_s0 + off * kc_s1 + kvh * kc_s2)[:, None] + d[None, :], mask=ok[:, None], other=0.0)
-    v = tl.load(vc_ptr + (blk * vc_s0 + off * vc_s1 + kvh * vc_s2)[:, None] + d[None, :], mask=ok[:, None], other=0.0)
-    return k, v
+    k_ptrs = kc_ptr + (blk * kc_s0 + off * kc_s1 + kvh * kc_s2)[:, None] + d[None, :]
+    v_ptrs = vc_ptr + (blk * vc_s0 + off * vc_s1 + kvh * vc_s2)[:, None] + d[None, :]
+    return k_ptrs, v_ptrs
 
 
 @triton.jit
@@ -120,17 +120,21 @@ def _decode_split_kernel(
     # step's token, is the only one a kernel before this one writes, so it loads after.
     n = lo + tl.arange(0, BLOCK_N)
     n_ok = n < hi
-    k, v = _kv_tile(kc_ptr, vc_ptr, bt_row, n, n_ok & (n < seq_len - 1), kvh, d,
-                    kc_s0, kc_s1, kc_s2, vc_s0, vc_s1, vc_s2, KV_BLOCK)
+    k_ptrs, v_ptrs = _kv_pointers(kc_ptr, vc_ptr, bt_row, n, n_ok, kvh, d, kc_s0, kc_s1, kc_s2, vc_s0, vc_s1, vc_s2,
+                                  KV_BLOCK)
     if PRELOAD:
+        old = n_ok & (n < seq_len - 1)
+        k = tl.load(k_ptrs, mask=old[:, None], other=0.0)
+        v = tl.load(v_ptrs, mask=old[:, None], other=0.0)
         await_producer(PDL)  # q and this step's K/V are written by the kernel before
+        new = n_ok & (n == seq_len - 1)  # one row, its address known: one round trip, beside q's
+        k = tl.where(new[:, None], tl.load(k_ptrs, mask=new[:, None], other=0.0), k)
+        v = tl.where(new[:, None], tl.load(v_ptrs, mask=new[:, None], other=0.0), v)
+    else:
+        k = tl.load(k_ptrs, mask=n_ok[:, None], other=0.0)
+        v = tl.load(v_ptrs, mask=n_ok[:, None], other=0.0)
     q = tl.load(q_ptr + b.to(tl.int64) * q_s0 + heads[:, None] * q_s1 + d[None, :],
                 mask=g_ok[:, None], other=0.0).to(DOT_DTYPE)
-    is_new = n_ok & (n == seq_len - 1)
-    k_new, v_new = _kv_tile(kc_ptr, vc_ptr, bt_row, n, is_new, kvh, d,
-                            kc_s0, kc_s1, kc_s2, vc_s0, vc_s1, vc_s2, KV_BLOCK)
-    k = tl.where(is_new[:, None], k_new, k)
-    v = tl.where(is_new[:, None], v_new, v)
 
     m_i = tl.full([GROUP_PAD], float("-inf"), tl.float32)
     l_i = tl.zeros([GROUP_PAD], tl.float32)
@@ -140,8 +144,10 @@ def _decode_split_kernel(
     for start in range(lo + BLOCK_N, hi, BLOCK_N):
         n = start + tl.arange(0, BLOCK_N)
         n_ok = n < hi
-        k, v = _kv_tile(kc_ptr, vc_ptr, bt_row, n, n_ok, kvh, d, kc_s0, kc_s1, kc_s2, vc_s0, vc_s1, vc_s2,
-                        KV_BLOCK)
+        k_ptrs, v_ptrs = _kv_pointers(kc_ptr, vc_ptr, bt_row, n, n_ok, kvh, d, kc_s0, kc_s1, kc_s2,
+                                      vc_s0, vc_s1, vc_s2, KV_BLOCK)
+        k = tl.load(k_ptrs, mask=n_ok[:, None], other=0.0)
+        v = tl.load(v_ptrs, mask=n_ok[:, None], other=0.0)
         m_i, l_i, acc = _attend_tile(q, k, v, n_ok, m_i, l_i, acc, qk_scale_log2, DOT_DTYPE)
 
     has = l_i > 0.0  # false only for an empty range (seq_len 0 or a trailing split)
