@@ -61,6 +61,16 @@ def test_decode_merge_over_several_chunks(make_paged_kv, device):
     _run_case(make_paged_kv, device, [1500, 5, 0], 8, 2, 128, 16, torch.bfloat16, num_splits=16)
 
 
+@pytest.mark.parametrize("preload", [True, False])
+def test_decode_first_tile_before_the_wait(make_paged_kv, device, preload, monkeypatch):
+    """The first K/V tile loaded before the PDL wait (the new token's row after it) and the
+    plain kernel: both against the reference, with single-token, empty and multi-tile rows."""
+    import titaninfer.kernels.decode_attention as da
+
+    monkeypatch.setattr(da, "PRELOAD_FIRST_TILE", preload)
+    _run_case(make_paged_kv, device, [1, 300, 0, 65], 8, 2, 64, 16, torch.bfloat16, num_splits=3)
+
+
 @pytest.mark.parametrize("d", [32, 128])
 def test_decode_head_dims(make_paged_kv, device, d):
     _run_case(make_paged_kv, device, [40, 3], 8, 1, d, 16, torch.float16, num_splits=2)
