@@ -68,6 +68,7 @@ for stage in "$@"; do case $stage in
   kernels) step pytest-kernels-gpu 90 python -m pytest -q -m gpu tests/kernels ;;
   kernels-all) step pytest-kernels-all-gpu 280 python -m pytest -q tests/kernels ;;
   e2e-long) step pytest-e2e-gpu 300 python -m pytest -q -s -m gpu tests/e2e/test_gpu.py ;;
+  e2e-180) step pytest-e2e-gpu 180 python -m pytest -q -s -m gpu tests/e2e/test_gpu.py ;;
   skinny-tests) step pytest-skinny-gpu 150 python -m pytest -q tests/kernels/test_skinny_gemm.py ;;
   skinny-sweep) step skinny-sweep 200 python benchmarks/skinny_sweep.py --budget-s 140 --json "$OUT/skinny-sweep.json" ;;
   latency-ab) step latency-skinny 75 $B latency --engines titaninfer --no-progress \
