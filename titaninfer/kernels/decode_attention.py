@@ -20,6 +20,12 @@ the count is; acquire: the last program sees all the others' partials); partials
 back with L1-bypassing loads. Counters are zero between kernels (the merger resets its own), so
 kernels sharing them must run in stream order on one device, as the engine's do.
 
+Under programmatic dependent launch (`triton_common.await_producer`), where the grid is
+small (at most one program per SM), a program loads its first K/V tile before it waits for
+the kernel before: every position but the sequence's last, whose K/V that kernel (the
+rotary / KV store) writes. So the paged KV of a decode step may be written by the step's
+kernels at each sequence's last position only; block tables and lengths are step inputs.
+
 CUDA graphs: the grid, NUM_SPLITS and the workspace size depend only on tensor shapes
 and on static Python ints (max_seq_len, the device's SM count), never on tensor data; the
 per-sequence split ranges are computed on the device from seq_lens. No host sync.
@@ -62,8 +68,6 @@ _NO_SPLIT_PER_SM = 2
 # 873.4 vs 851.3 (512: 64 splits sized for its 40K context). False: never (A/B).
 PRELOAD_FIRST_TILE = True
 _MERGE_TILE = 8192  # floats of partial outputs the merging program loads at once (64 registers/thread)
-
-
 
 
 @triton.jit
@@ -119,9 +123,9 @@ def _decode_split_kernel(
     g_ok = g < GROUP
     heads = kvh * GROUP + g
     bt_row = bt_ptr + b.to(tl.int64) * bt_s0
-    # The first tile's K/V loads before the wait (under PDL while the qkv projection still
-    # runs): every position but the last was written by earlier steps; the last one, this
-    # step's token, is the only one a kernel before this one writes, so it loads after.
+    # PRELOAD: the first tile's K/V loads before the wait (under PDL while the qkv
+    # projection still runs): every position but the last was written by earlier steps;
+    # the last one, this step's token, is the only one a kernel before this one writes.
     n = lo + tl.arange(0, BLOCK_N)
     n_ok = n < hi
     k_ptrs, v_ptrs = _kv_pointers(kc_ptr, vc_ptr, bt_row, n, n_ok, kvh, d, kc_s0, kc_s1, kc_s2, vc_s0, vc_s1, vc_s2,
@@ -254,7 +258,8 @@ def paged_decode_attention(
     k_cache/v_cache: [num_blocks, block_size, Hk, D] fp16/bf16; seq_lens: [B] int32 (a 0
     gives a zero output row); block_tables: [B, max_blocks] int32. max_seq_len, when
     given, is a static upper bound on seq_lens (it only lowers the split count; under CUDA
-    graphs pass the same value at capture and replay). num_splits / config override the
+    graphs pass the same value at capture and replay). Under PDL the kernels just before
+    may have written each sequence's last K/V position, none of its earlier ones. num_splits / config override the
     heuristics (tests, tuning). D must be a power of two in [16, 256]; Hq % Hk == 0.
     """
     b, hq, d = q.shape
