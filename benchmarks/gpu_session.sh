@@ -26,7 +26,7 @@ B="python -m titaninfer.bench"
 # Decode-latency A/B of tuning constants (benchmarks/with_overrides.py), one model per stage.
 K=titaninfer.kernels
 # A name starting "off" runs with TITANINFER_PDL=0.
-VARIANTS=("base|" "kv-after-wait|titaninfer.kernels.decode_attention.PRELOAD_FIRST_TILE=False")
+VARIANTS=("base|" "inputs-after-wait|titaninfer.kernels.rotary.EARLY_STEP_INPUTS=False")
 variant_step() {  # variant_step PREFIX TIMEOUT "NAME|OVERRIDES" MODULE ARGS...: step PREFIX-NAME
   local prefix=$1 t=$2 name=${3%%|*} ovr=${3#*|} pdl=1
   shift 3
@@ -45,6 +45,15 @@ replay2() {  # replay2 TIMEOUT_S MODEL...: every variant twice per model, interl
   for m in "$@"; do for rep in 1 2; do for v in "${VARIANTS[@]}"; do
     variant_step "replay$rep-$m" "$t" "$v" benchmarks.graph_replay_time --model "dummy:$m"
   done; done; done
+}
+ablation() {  # ablation MODEL TIMEOUT_S: the captured step with parts left out (step_ablation.py)
+  local a i=0
+  for a in "" "--drop attn" "--twice attn" "--drop norm" "--drop attn --drop norm" "--drop mlp" \
+           "--drop attnblock" "--drop lmhead" ""; do
+    # shellcheck disable=SC2086  # the flags split into words on purpose
+    i=$((i + 1))
+    step "ablation-$1-$i$(echo "${a:-base}" | tr -d ' -')" "$2" python -m benchmarks.step_ablation $a --model "dummy:$1"
+  done
 }
 variants() {  # variants MODEL TIMEOUT_S: every variant twice, interleaved (drift shows as a rep gap)
   local v rep
@@ -80,6 +89,9 @@ for stage in "$@"; do case $stage in
              step latency-pdl-off 100 env TITANINFER_PDL=0 $B latency --engines titaninfer --no-progress \
              --model dummy:tinyllama-1.1b,dummy:llama3-8b --out "$OUT/packs/latency-pdl-off" --results-dir "$RESULTS/pdl-off" ;;
   replay-tiny) replay tinyllama-1.1b 30 ;;
+  ablation-tiny) ablation tinyllama-1.1b 45 ;;
+  replay2-qwen) replay2 30 qwen3-0.6b ;;
+  ablation-8b) ablation llama3-8b 45 ;;
   replay2-all) replay2 22 tinyllama-1.1b qwen3-0.6b llama3-8b ;;
   replay-8b) replay llama3-8b 35 ;;
   replay-qwen) replay qwen3-0.6b 30 ;;

@@ -31,6 +31,11 @@ from titaninfer.kernels.triton_common import (
     round_to,
 )
 
+# Load the positions, cos/sin and KV slots before the PDL wait (they are step inputs, copied
+# in before the step's first kernel; no kernel of a step may write them). False: after it,
+# as before (A/B).
+EARLY_STEP_INPUTS = True
+
 
 @triton.jit
 def _rotate_heads(
@@ -75,13 +80,23 @@ def _rope_kv_kernel(
     kc_s0, kc_s1, kc_s2, vc_s0, vc_s1, vc_s2,
     ROTATE: tl.constexpr, HEAD_NORM: tl.constexpr,
     BLOCK_HQ: tl.constexpr, BLOCK_HK: tl.constexpr, BLOCK_HALF: tl.constexpr,
-    EMULATE_RNE: tl.constexpr, PDL: tl.constexpr,
+    EMULATE_RNE: tl.constexpr, PDL: tl.constexpr, EARLY_INPUTS: tl.constexpr,
 ):
-    await_producer(PDL)  # q, k, v come from the projection just before
+    if not EARLY_INPUTS:
+        await_producer(PDL)
     tok = tl.program_id(0).to(tl.int64)
     d = tl.arange(0, BLOCK_HALF)
     d_ok = d < half
+    # Step inputs (the runner copies them in before the step's first kernel; no kernel of
+    # the step writes them) load before the wait, so the position -> cos/sin chain of loads
+    # overlaps the projection before instead of following it.
     slot = tl.load(slot_ptr + tok).to(tl.int64)
+    if ROTATE:
+        pos = tl.load(pos_ptr + tok).to(tl.int64)
+        cos = tl.load(cs_ptr + pos * cs_s0 + d, mask=d_ok, other=0.0)[None, :]
+        sin = tl.load(cs_ptr + pos * cs_s0 + half + d, mask=d_ok, other=0.0)[None, :]
+    if EARLY_INPUTS:
+        await_producer(PDL)  # q, k, v come from the projection just before
     blk = slot // block_size
     off = slot % block_size
     kc_tok = kc_ptr + blk * kc_s0 + off * kc_s1
@@ -95,9 +110,6 @@ def _rope_kv_kernel(
     kc_dtype = kc_ptr.dtype.element_ty
 
     if ROTATE:
-        pos = tl.load(pos_ptr + tok).to(tl.int64)
-        cos = tl.load(cs_ptr + pos * cs_s0 + d, mask=d_ok, other=0.0)[None, :]
-        sin = tl.load(cs_ptr + pos * cs_s0 + half + d, mask=d_ok, other=0.0)[None, :]
         q_dtype = q_ptr.dtype.element_ty
         for h0 in range(0, n_q_heads, BLOCK_HQ):
             y1, y2, mask = _rotate_heads(q_ptr, tok * q_s0, q_s1, n_q_heads, cos, sin, half,
@@ -177,7 +189,8 @@ def _launch(positions: torch.Tensor | None, q: torch.Tensor | None, k: torch.Ten
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
         ROTATE=rotate, HEAD_NORM=head_norm is not None, BLOCK_HQ=block_hq, BLOCK_HK=block_hk, BLOCK_HALF=block_half,
-        EMULATE_RNE=_INTERPRET, PDL=pdl, num_warps=num_warps, **pdl_launch_kwargs(pdl),
+        EMULATE_RNE=_INTERPRET, PDL=pdl, EARLY_INPUTS=EARLY_STEP_INPUTS, num_warps=num_warps,
+        **pdl_launch_kwargs(pdl),
     )
 
 
