@@ -67,11 +67,6 @@ _NO_SPLIT_PER_SM = 2
 # reps): TinyLlama 764.4 vs 814.8 (32 programs), Llama-3-8B 3,802 vs 3,841 (64), Qwen3-0.6B
 # 873.4 vs 851.3 (512: 64 splits sized for its 40K context). False: never (A/B).
 PRELOAD_FIRST_TILE = True
-# Tiles a program preloads there (1 to 3). A split is then at least this many tiles long, so
-# a context that fits (TinyLlama's 384 tokens at D = 64) is one program's per KV head: no
-# partials, no ticket, no merge after the wait. Several tiles held across the wait take
-# 8 warps (96 KiB of K/V: 96 registers a thread). 1: the first tile only (A/B).
-PRELOAD_TILES = 3
 _MERGE_TILE = 8192  # floats of partial outputs the merging program loads at once (64 registers/thread)
 
 
@@ -118,68 +113,43 @@ def _decode_split_kernel(
     split = tl.program_id(2)
     seq_len = tl.load(seq_lens_ptr + b)  # a step input: no kernel of the step writes it
     # Equal, BLOCK_N-aligned ranges of this sequence's own length: short sequences leave
-    # trailing splits empty instead of giving every split a sliver. Where a program
-    # preloads several tiles, a split is at least that long, so a context that fits in
-    # them is one split's: no partials, no merge.
+    # trailing splits empty instead of giving every split a sliver.
     per_split = tl.cdiv(tl.cdiv(seq_len, NUM_SPLITS), BLOCK_N) * BLOCK_N
-    if PRELOAD:
-        per_split = tl.maximum(per_split, PRELOAD * BLOCK_N)
     lo = split * per_split
     hi = tl.minimum(lo + per_split, seq_len)
-    # Splits holding context (0 for an empty row, where per_split may be 0).
-    n_filled = tl.where(per_split > 0, tl.cdiv(seq_len, tl.maximum(per_split, 1)), 0)
 
     g = tl.arange(0, GROUP_PAD)
     d = tl.arange(0, HEAD_DIM)
     g_ok = g < GROUP
     heads = kvh * GROUP + g
     bt_row = bt_ptr + b.to(tl.int64) * bt_s0
-    # PRELOAD (tiles): the first tiles' K/V load before the wait (under PDL while the qkv
+    # PRELOAD: the first tile's K/V loads before the wait (under PDL while the qkv
     # projection still runs): every position but the last was written by earlier steps;
     # the last one, this step's token, is the only one a kernel before this one writes.
-    n0 = lo + tl.arange(0, BLOCK_N)
-    k0, v0 = _load_kv_tile(kc_ptr, vc_ptr, bt_row, n0, hi, seq_len, kvh, d, kc_s0, kc_s1, kc_s2,
-                           vc_s0, vc_s1, vc_s2, KV_BLOCK, PRELOAD > 0)
-    if PRELOAD >= 2:
-        n1 = n0 + BLOCK_N
-        k1, v1 = _load_kv_tile(kc_ptr, vc_ptr, bt_row, n1, hi, seq_len, kvh, d, kc_s0, kc_s1, kc_s2,
-                               vc_s0, vc_s1, vc_s2, KV_BLOCK, True)
-    if PRELOAD >= 3:
-        n2 = n1 + BLOCK_N
-        k2, v2 = _load_kv_tile(kc_ptr, vc_ptr, bt_row, n2, hi, seq_len, kvh, d, kc_s0, kc_s1, kc_s2,
-                               vc_s0, vc_s1, vc_s2, KV_BLOCK, True)
+    n = lo + tl.arange(0, BLOCK_N)
+    n_ok = n < hi
+    k_ptrs, v_ptrs = _kv_pointers(kc_ptr, vc_ptr, bt_row, n, n_ok, kvh, d, kc_s0, kc_s1, kc_s2, vc_s0, vc_s1, vc_s2,
+                                  KV_BLOCK)
     if PRELOAD:
+        old = n_ok & (n < seq_len - 1)
+        k = tl.load(k_ptrs, mask=old[:, None], other=0.0)
+        v = tl.load(v_ptrs, mask=old[:, None], other=0.0)
         await_producer(PDL)  # q and this step's K/V are written by the kernel before
-        # The new token's row, its address known: one round trip, beside q's.
-        k0, v0 = _load_new_row(kc_ptr, vc_ptr, bt_row, n0, hi, seq_len, kvh, d, kc_s0, kc_s1, kc_s2,
-                               vc_s0, vc_s1, vc_s2, KV_BLOCK, k0, v0)
-        if PRELOAD >= 2:
-            k1, v1 = _load_new_row(kc_ptr, vc_ptr, bt_row, n1, hi, seq_len, kvh, d, kc_s0, kc_s1, kc_s2,
-                                   vc_s0, vc_s1, vc_s2, KV_BLOCK, k1, v1)
-        if PRELOAD >= 3:
-            k2, v2 = _load_new_row(kc_ptr, vc_ptr, bt_row, n2, hi, seq_len, kvh, d, kc_s0, kc_s1, kc_s2,
-                                   vc_s0, vc_s1, vc_s2, KV_BLOCK, k2, v2)
+        new = n_ok & (n == seq_len - 1)  # one row, its address known: one round trip, beside q's
+        k = tl.where(new[:, None], tl.load(k_ptrs, mask=new[:, None], other=0.0), k)
+        v = tl.where(new[:, None], tl.load(v_ptrs, mask=new[:, None], other=0.0), v)
+    else:
+        k = tl.load(k_ptrs, mask=n_ok[:, None], other=0.0)
+        v = tl.load(v_ptrs, mask=n_ok[:, None], other=0.0)
     q = tl.load(q_ptr + b.to(tl.int64) * q_s0 + heads[:, None] * q_s1 + d[None, :],
                 mask=g_ok[:, None], other=0.0).to(DOT_DTYPE)
 
     m_i = tl.full([GROUP_PAD], float("-inf"), tl.float32)
     l_i = tl.zeros([GROUP_PAD], tl.float32)
     acc = tl.zeros([GROUP_PAD, HEAD_DIM], tl.float32)
-    # An empty tile adds nothing (and must not: its scores are all -inf).
-    if lo < hi:
-        m_i, l_i, acc = _attend_tile(q, k0, v0, n0 < hi, m_i, l_i, acc, qk_scale_log2, DOT_DTYPE)
-    # (Nested: the constexpr test must come first, k1/k2 exist only under it.)
-    if PRELOAD >= 2:  # noqa: SIM102
-        if lo + BLOCK_N < hi:
-            m_i, l_i, acc = _attend_tile(q, k1, v1, n1 < hi, m_i, l_i, acc, qk_scale_log2, DOT_DTYPE)
-    if PRELOAD >= 3:  # noqa: SIM102
-        if lo + 2 * BLOCK_N < hi:
-            m_i, l_i, acc = _attend_tile(q, k2, v2, n2 < hi, m_i, l_i, acc, qk_scale_log2, DOT_DTYPE)
-    if PRELOAD >= 2:
-        rest = lo + PRELOAD * BLOCK_N
-    else:
-        rest = lo + BLOCK_N
-    for start in range(rest, hi, BLOCK_N):
+    if lo < hi:  # an empty split adds nothing (and must not: its scores are all -inf)
+        m_i, l_i, acc = _attend_tile(q, k, v, n_ok, m_i, l_i, acc, qk_scale_log2, DOT_DTYPE)
+    for start in range(lo + BLOCK_N, hi, BLOCK_N):
         n = start + tl.arange(0, BLOCK_N)
         n_ok = n < hi
         k_ptrs, v_ptrs = _kv_pointers(kc_ptr, vc_ptr, bt_row, n, n_ok, kvh, d, kc_s0, kc_s1, kc_s2,
@@ -190,48 +160,21 @@ def _decode_split_kernel(
 
     has = l_i > 0.0  # false only for an empty range (seq_len 0 or a trailing split)
     o = acc / tl.where(has, l_i, 1.0)[:, None]
-    if NUM_SPLITS == 1 or n_filled <= 1:
-        # One split holds the whole context (n_filled is the same for all of b's
-        # programs): it writes the output; the empty ones neither store nor count in.
-        if split == 0:
-            dst = out_ptr + b.to(tl.int64) * o_s0 + heads[:, None] * o_s1 + d[None, :]
-            tl.store(dst, round_to(o, out_ptr.dtype.element_ty, EMULATE_RNE), mask=g_ok[:, None])
+    if NUM_SPLITS == 1:
+        dst = out_ptr + b.to(tl.int64) * o_s0 + heads[:, None] * o_s1 + d[None, :]
+        tl.store(dst, round_to(o, out_ptr.dtype.element_ty, EMULATE_RNE), mask=g_ok[:, None])
     else:
         first = (b.to(tl.int64) * num_q_heads + heads) * NUM_SPLITS  # [B, Hq, S] index of split 0
         tl.store(part_o_ptr + (first + split)[:, None] * HEAD_DIM + d[None, :], o, mask=g_ok[:, None])
         lse = tl.where(has, m_i + tl.log2(tl.where(has, l_i, 1.0)), float("-inf"))
         tl.store(part_lse_ptr + first + split, lse, mask=g_ok)
-        _take_ticket_and_merge(part_o_ptr, part_lse_ptr, out_ptr, ticket_ptr, first, n_filled,
+        _take_ticket_and_merge(part_o_ptr, part_lse_ptr, out_ptr, ticket_ptr, first, seq_len, per_split,
                                b, kvh, heads, g_ok, d, o_s0, o_s1,
                                NUM_SPLITS, MERGE_CHUNK, GROUP_PAD, HEAD_DIM, EMULATE_RNE)
 
 
 @triton.jit
-def _load_kv_tile(kc_ptr, vc_ptr, bt_row, n, hi, seq_len, kvh, d, kc_s0, kc_s1, kc_s2, vc_s0, vc_s1, vc_s2,
-                  KV_BLOCK: tl.constexpr, OLD_ONLY: tl.constexpr):
-    """K and V [BLOCK_N, D] at positions n (zeros at n >= hi); OLD_ONLY: also zeros at the
-    sequence's last position, which the kernel before may still be writing."""
-    n_ok = n < hi
-    k_ptrs, v_ptrs = _kv_pointers(kc_ptr, vc_ptr, bt_row, n, n_ok, kvh, d, kc_s0, kc_s1, kc_s2,
-                                  vc_s0, vc_s1, vc_s2, KV_BLOCK)
-    ok = n_ok & (n < seq_len - 1) if OLD_ONLY else n_ok
-    return tl.load(k_ptrs, mask=ok[:, None], other=0.0), tl.load(v_ptrs, mask=ok[:, None], other=0.0)
-
-
-@triton.jit
-def _load_new_row(kc_ptr, vc_ptr, bt_row, n, hi, seq_len, kvh, d, kc_s0, kc_s1, kc_s2, vc_s0, vc_s1, vc_s2,
-                  KV_BLOCK: tl.constexpr, k, v):
-    """(k, v) with the sequence's last position filled in, where it lies in this tile."""
-    new = (n < hi) & (n == seq_len - 1)
-    k_ptrs, v_ptrs = _kv_pointers(kc_ptr, vc_ptr, bt_row, n, new, kvh, d, kc_s0, kc_s1, kc_s2,
-                                  vc_s0, vc_s1, vc_s2, KV_BLOCK)
-    k = tl.where(new[:, None], tl.load(k_ptrs, mask=new[:, None], other=0.0), k)
-    v = tl.where(new[:, None], tl.load(v_ptrs, mask=new[:, None], other=0.0), v)
-    return k, v
-
-
-@triton.jit
-def _take_ticket_and_merge(part_o_ptr, part_lse_ptr, out_ptr, ticket_ptr, first, n_filled,
+def _take_ticket_and_merge(part_o_ptr, part_lse_ptr, out_ptr, ticket_ptr, first, seq_len, per_split,
                            b, kvh, heads, g_ok, d, o_s0, o_s1,
                            NUM_SPLITS: tl.constexpr, MERGE_CHUNK: tl.constexpr, GROUP_PAD: tl.constexpr,
                            HEAD_DIM: tl.constexpr, EMULATE_RNE: tl.constexpr):
@@ -239,6 +182,7 @@ def _take_ticket_and_merge(part_o_ptr, part_lse_ptr, out_ptr, ticket_ptr, first,
     ticket_at = ticket_ptr + b * tl.num_programs(1) + kvh
     if last_to_arrive(ticket_at, NUM_SPLITS):
         # Splits past the context are empty (weight 0): merge only the filled ones.
+        n_filled = tl.where(per_split > 0, tl.cdiv(seq_len, tl.maximum(per_split, 1)), 0)
         _merge_splits(part_o_ptr, part_lse_ptr, out_ptr, first, n_filled, b, heads, g_ok, d, o_s0, o_s1,
                       GROUP_PAD, HEAD_DIM, MERGE_CHUNK, EMULATE_RNE)
         tl.store(ticket_at, 0)  # zero again for the next layer / step
@@ -347,7 +291,6 @@ def paged_decode_attention(
     else:
         part_o = part_lse = tickets = out  # never touched: the kernel writes `out` directly
     pdl = pdl_mode(q.device)
-    preload = PRELOAD_TILES if PRELOAD_FIRST_TILE and b * hk * num_splits <= device_sms(q.device) else 0
     _decode_split_kernel[(b, hk, num_splits)](
         q, k_cache, v_cache, seq_lens, block_tables, out, part_o, part_lse, tickets,
         scale * 1.4426950408889634,  # log2(e): softmax in base 2 (exp2 is one instruction)
@@ -358,7 +301,7 @@ def paged_decode_attention(
         KV_BLOCK=kv_block, BLOCK_N=block_n, NUM_SPLITS=num_splits,
         MERGE_CHUNK=min(triton.next_power_of_2(num_splits), max(1, _MERGE_TILE // (group_pad * d))),
         DOT_DTYPE=dot_dtype, EMULATE_RNE=_INTERPRET, PDL=pdl,
-        PRELOAD=preload, num_warps=8 if preload > 1 else num_warps, num_stages=num_stages,
-        **pdl_launch_kwargs(pdl),
+        PRELOAD=PRELOAD_FIRST_TILE and b * hk * num_splits <= device_sms(q.device),
+        num_warps=num_warps, num_stages=num_stages, **pdl_launch_kwargs(pdl),
     )
     return out
