@@ -286,7 +286,7 @@ def _skinny_gemm_kernel(
         n_ok = rows < N
     ms = tl.arange(0, BM)
     m_ok = ms < M
-    dtype = out_ptr.dtype.element_ty
+    dtype = x_ptr.dtype.element_ty  # every rounding is to x's dtype (out may be float32: logits)
     store_res_rows = tl.where(pid == 0, M, 0)  # only the first program stores x + residual
 
     # No kernel writes the weights, so the first PRELOAD tiles stream in before the wait:
@@ -494,9 +494,11 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, k:
             eps: float = 0.0, config: SkinnyConfig | None = None,
             rope: RopeKVStore | None = None, silu_mul: bool = False,
             sumsq: torch.Tensor | None = None, add_residual: torch.Tensor | None = None,
-            sumsq_out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+            sumsq_out: torch.Tensor | None = None,
+            out_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(out, x + residual of the norm prologue or None). sumsq: the presummed prologue's
-    input; add_residual with sumsq_out: the residual epilogue's."""
+    input; add_residual with sumsq_out: the residual epilogue's; out_dtype float32: the
+    output rounded to x's dtype, stored as float32 (no epilogue)."""
     _check(x, weight, k)
     m, n = x.shape[0], weight.shape[0]
     head_dim = _check_rope(rope, m, n) if rope is not None else 2
@@ -512,7 +514,11 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, k:
                                      or not add_residual.is_contiguous()):
         raise ValueError(f"residual epilogue: residual {tuple(add_residual.shape)} {add_residual.dtype} "
                          f"must be a contiguous {x.dtype} [{m}, {n}]")
-    out = torch.empty((m, n // 2 if silu_mul else n), dtype=x.dtype, device=x.device)
+    if out_dtype not in (None, x.dtype, torch.float32):
+        raise ValueError(f"skinny GEMV: out_dtype {out_dtype} must be x's dtype or float32")
+    if out_dtype == torch.float32 and (rope is not None or silu_mul or add_residual is not None):
+        raise ValueError("skinny GEMV: a float32 output takes no epilogue")
+    out = torch.empty((m, n // 2 if silu_mul else n), dtype=out_dtype or x.dtype, device=x.device)
     new_res = torch.empty((m, k), dtype=x.dtype, device=x.device) if residual is not None else None
     cfg = config or pick_config(m, n, k)
     if m == 0:
@@ -550,10 +556,12 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, k:
 
 def skinny_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
                   config: SkinnyConfig | None = None, rope: RopeKVStore | None = None,
-                  silu_mul: bool = False) -> torch.Tensor:
+                  silu_mul: bool = False, out_dtype: torch.dtype | None = None) -> torch.Tensor:
     """F.linear(x, weight, bias) for x [M <= MAX_M, K]; with `rope`, then the rotary and KV
-    store; with `silu_mul`, silu_and_mul of a [gate | up] output ([2I, K] weight -> [M, I])."""
-    return _launch(x, weight, bias, x.shape[-1], PROLOGUE_NONE, config=config, rope=rope, silu_mul=silu_mul)[0]
+    store; with `silu_mul`, silu_and_mul of a [gate | up] output ([2I, K] weight -> [M, I]).
+    out_dtype float32: `F.linear(...).float()` in one kernel (the LM head's logits)."""
+    return _launch(x, weight, bias, x.shape[-1], PROLOGUE_NONE, config=config, rope=rope, silu_mul=silu_mul,
+                   out_dtype=out_dtype)[0]
 
 
 def skinny_linear_residual(x: torch.Tensor, weight: torch.Tensor, residual: torch.Tensor, sumsq_out: torch.Tensor,

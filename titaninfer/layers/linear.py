@@ -59,6 +59,16 @@ def linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
     return F.linear(x, layer.weight, layer.bias)
 
 
+def linear_float32(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
+    """`linear(x, layer).float()`: the output rounded to x's dtype, as float32 (logits). On
+    the skinny path one kernel stores it so, without a separate cast kernel."""
+    if skinny_rows_ok(x):
+        from titaninfer.kernels.skinny_gemm import skinny_linear
+
+        return skinny_linear(x, layer.weight, layer.bias, out_dtype=torch.float32)
+    return F.linear(x, layer.weight, layer.bias).float()
+
+
 def sumsq_slots(x: torch.Tensor, n: int) -> torch.Tensor | None:
     """Zeroed accumulators for the `linear_residual` calls of one forward over tokens x, n
     of them (index the first dim); None off the skinny path, where nothing would use them.

@@ -18,9 +18,11 @@ from titaninfer.kernels.reference import rotary_ref
 from titaninfer.layers.attention import paged_attention
 from titaninfer.layers.attention_metadata import AttentionMetadata
 from titaninfer.layers.dispatch import use_triton
+from titaninfer.layers.embedding import embed_with_sums, embedding_kernel_ok
 from titaninfer.layers.linear import (
     Stream,
     linear,
+    linear_float32,
     linear_residual,
     norm_linear_rope,
     norm_linear_silu_mul,
@@ -42,6 +44,14 @@ ROPE_IN_QKV_PROJECTION = True
 # (`skinny_gemm.presummed_prologue_pays`) it is the next projection's prologue, with no
 # norm kernel. False: the add in the norm kernel (A/B, debugging).
 RESIDUAL_IN_PROJECTION = True
+# The LM head's GEMV stores float32 logits itself (rounded to the model's dtype first, as
+# `.float()` of its output): no cast kernel after it. False: the cast (A/B).
+FLOAT32_LOGITS_IN_PROJECTION = True
+# One Triton kernel gathers the embeddings, zeroes the step's sums-of-squares accumulators
+# and writes the embeddings' own sums, so the first layer normalises from those (no PyTorch
+# gather and memset at the head of the step, no first norm where the prologue pays).
+# False: torch's embedding, a memset and the norm (A/B).
+EMBEDDING_KERNEL = True
 
 
 class Attention(nn.Module):
@@ -158,14 +168,20 @@ class LlamaForCausalLM(nn.Module):
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor,
                 kv_caches: list[KVCache], meta: AttentionMetadata) -> torch.Tensor:
         """input_ids, positions: [T] -> final hidden states [T, H] (normed)."""
-        stream = Stream(self.embed_tokens(input_ids))
-        sumsq = sumsq_slots(stream.x, 2 * len(self.layers)) if RESIDUAL_IN_PROJECTION else None
+        n_sums = 2 * len(self.layers)
+        if RESIDUAL_IN_PROJECTION and EMBEDDING_KERNEL and embedding_kernel_ok(input_ids, self.embed_tokens):
+            stream, sumsq = embed_with_sums(input_ids, self.embed_tokens, n_sums)
+        else:
+            stream = Stream(self.embed_tokens(input_ids))
+            sumsq = sumsq_slots(stream.x, n_sums) if RESIDUAL_IN_PROJECTION else None
         for i, (layer, kv_cache) in enumerate(zip(self.layers, kv_caches, strict=True)):
             stream = layer(positions, stream, kv_cache, meta, None if sumsq is None else sumsq[2 * i:2 * i + 2])
         return self.norm(stream.x, stream.residual)[0]
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden: [N, H] -> float32 logits [N, V]."""
+        if FLOAT32_LOGITS_IN_PROJECTION:
+            return linear_float32(hidden, self.lm_head)
         return linear(hidden, self.lm_head).float()
 
     # ------------------------------------------------------------------ weights
