@@ -169,6 +169,7 @@ class LlamaForCausalLM(nn.Module):
                 kv_caches: list[KVCache], meta: AttentionMetadata) -> torch.Tensor:
         """input_ids, positions: [T] -> final hidden states [T, H] (normed)."""
         n_sums = 2 * len(self.layers)
+        sumsq: torch.Tensor | None
         if RESIDUAL_IN_PROJECTION and EMBEDDING_KERNEL and embedding_kernel_ok(input_ids, self.embed_tokens):
             stream, sumsq = embed_with_sums(input_ids, self.embed_tokens, n_sums)
         else:
