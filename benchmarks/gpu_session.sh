@@ -26,7 +26,7 @@ B="python -m titaninfer.bench"
 # Decode-latency A/B of tuning constants (benchmarks/with_overrides.py), one model per stage.
 K=titaninfer.kernels
 # A name starting "off" runs with TITANINFER_PDL=0.
-VARIANTS=("base|" "torch-head-tail|titaninfer.models.llama.FLOAT32_LOGITS_IN_PROJECTION=False titaninfer.models.llama.EMBEDDING_KERNEL=False")
+VARIANTS=("base|" "tile64|titaninfer.kernels.decode_attention._TILE_ELEMS=4096" "merge2k|titaninfer.kernels.decode_attention._MERGE_TILE=2048")
 variant_step() {  # variant_step PREFIX TIMEOUT "NAME|OVERRIDES" MODULE ARGS...: step PREFIX-NAME
   local prefix=$1 t=$2 name=${3%%|*} ovr=${3#*|} pdl=1
   shift 3
@@ -94,6 +94,9 @@ for stage in "$@"; do case $stage in
   replay2-tiny-8b) replay2 30 tinyllama-1.1b llama3-8b ;;
   replay2-all30) replay2 30 tinyllama-1.1b qwen3-0.6b llama3-8b ;;
   ablation-8b) ablation llama3-8b 45 ;;
+  stub-tiny) for a in "" "--stub attn" "--drop attn"; do
+               step "stub-tiny$(echo "$a" | tr -d ' -')" 40 python -m benchmarks.step_ablation $a --model dummy:tinyllama-1.1b
+             done ;;
   replay2-all) replay2 22 tinyllama-1.1b qwen3-0.6b llama3-8b ;;
   replay-8b) replay llama3-8b 35 ;;
   replay-qwen) replay qwen3-0.6b 30 ;;

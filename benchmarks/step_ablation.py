@@ -7,8 +7,10 @@ every variant but `base`; only the timing means anything.
 
     python benchmarks/step_ablation.py --drop attn --model dummy:tinyllama-1.1b
 
-Parts (`--drop`, repeatable; `--twice` for the ones marked *):
-  attn*     the decode attention kernel (the o projection reads an unwritten buffer)
+Parts (`--drop`, repeatable; `--twice` for the ones marked *; `--stub` for those marked +):
+  attn*+    the decode attention kernel (the o projection reads an unwritten buffer); as a
+            stub, a one-program kernel that only waits (PDL) and zeroes the output: what
+            the kernel boundary alone costs
   norm      every RMSNorm kernel (the projection after it reads the unnormalised stream)
   mlp       the MLP block of every layer (gate_up, down)
   attnblock the attention block of every layer (qkv, rotary/KV store, attention, o)
@@ -37,6 +39,28 @@ def _patch_attention(times: int) -> None:
         out = kwargs.get("out")
         for _ in range(times):
             out = original(*args, **kwargs)
+        return out
+
+    da.paged_decode_attention = attention
+
+
+def _patch_attention_stub() -> None:
+    import triton
+    import triton.language as tl
+
+    import titaninfer.kernels.decode_attention as da
+    from titaninfer.kernels.triton_common import await_producer, pdl_launch_kwargs, pdl_mode
+
+    @triton.jit
+    def _stub_kernel(out_ptr, n, PDL: tl.constexpr, BLOCK: tl.constexpr):
+        await_producer(PDL)
+        offs = tl.arange(0, BLOCK)
+        tl.store(out_ptr + offs, tl.zeros([BLOCK], tl.float32).to(out_ptr.dtype.element_ty), mask=offs < n)
+
+    def attention(q, *args, out=None, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        pdl = pdl_mode(q.device)
+        _stub_kernel[(1,)](out, out.numel(), PDL=pdl, BLOCK=triton.next_power_of_2(out.numel()),
+                           **pdl_launch_kwargs(pdl))
         return out
 
     da.paged_decode_attention = attention
@@ -80,8 +104,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--drop", action="append", default=[], choices=PARTS)
     ap.add_argument("--twice", action="append", default=[], choices=("attn",))
+    ap.add_argument("--stub", action="append", default=[], choices=("attn",))
     args, rest = ap.parse_known_args()
-    if "attn" in args.drop or "attn" in args.twice:
+    if "attn" in args.stub:
+        _patch_attention_stub()
+    elif "attn" in args.drop or "attn" in args.twice:
         _patch_attention(0 if "attn" in args.drop else 2)
     if "norm" in args.drop:
         _patch_norm()
@@ -91,7 +118,8 @@ def main() -> None:
         _patch_attention_block()
     if "lmhead" in args.drop:
         _patch_lm_head()
-    label = ",".join([f"-{p}" for p in args.drop] + [f"2x{p}" for p in args.twice]) or "base"
+    label = ",".join([f"-{p}" for p in args.drop] + [f"2x{p}" for p in args.twice]
+                     + [f"stub-{p}" for p in args.stub]) or "base"
     print(f"step_ablation: {label}", flush=True)
     from benchmarks import graph_replay_time
 

@@ -67,6 +67,7 @@ _NO_SPLIT_PER_SM = 2
 # reps): TinyLlama 764.4 vs 814.8 (32 programs), Llama-3-8B 3,802 vs 3,841 (64), Qwen3-0.6B
 # 873.4 vs 851.3 (512: 64 splits sized for its 40K context). False: never (A/B).
 PRELOAD_FIRST_TILE = True
+_TILE_ELEMS = 8192  # elements of one K (or V) tile: BLOCK_N = _TILE_ELEMS // D, 16 to 128
 _MERGE_TILE = 8192  # floats of partial outputs the merging program loads at once (64 registers/thread)
 
 
@@ -236,7 +237,7 @@ def decode_config(head_dim: int) -> tuple[int, int, int]:
     """(BLOCK_N, num_warps, num_stages) by head dim: a K+V tile of 32 KiB (bf16) per stage,
     double-buffered; four programs fit per SM. Chosen by `bench.kernels --sweep` on H100:
     within 1-2% of the best of 7 configs at B=64/4K, B=8/8K and B=1/32K."""
-    block_n = max(16, min(128, 8192 // head_dim))
+    block_n = max(16, min(128, _TILE_ELEMS // head_dim))
     return block_n, 4, 2
 
 
