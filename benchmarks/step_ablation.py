@@ -26,6 +26,10 @@ import argparse
 import sys
 
 import torch
+import triton
+import triton.language as tl
+
+from titaninfer.kernels.triton_common import await_producer, pdl_launch_kwargs, pdl_mode
 
 PARTS = ("attn", "norm", "mlp", "attnblock", "lmhead")
 
@@ -44,18 +48,16 @@ def _patch_attention(times: int) -> None:
     da.paged_decode_attention = attention
 
 
+@triton.jit
+def _stub_kernel(out_ptr, n, PDL: tl.constexpr, BLOCK: tl.constexpr):
+    """Wait for the kernel before (PDL), zero the output: a kernel boundary and nothing else."""
+    await_producer(PDL)
+    offs = tl.arange(0, BLOCK)
+    tl.store(out_ptr + offs, tl.zeros([BLOCK], tl.float32).to(out_ptr.dtype.element_ty), mask=offs < n)
+
+
 def _patch_attention_stub() -> None:
-    import triton
-    import triton.language as tl
-
     import titaninfer.kernels.decode_attention as da
-    from titaninfer.kernels.triton_common import await_producer, pdl_launch_kwargs, pdl_mode
-
-    @triton.jit
-    def _stub_kernel(out_ptr, n, PDL: tl.constexpr, BLOCK: tl.constexpr):
-        await_producer(PDL)
-        offs = tl.arange(0, BLOCK)
-        tl.store(out_ptr + offs, tl.zeros([BLOCK], tl.float32).to(out_ptr.dtype.element_ty), mask=offs < n)
 
     def attention(q, *args, out=None, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
         pdl = pdl_mode(q.device)
