@@ -26,7 +26,7 @@ B="python -m titaninfer.bench"
 # Decode-latency A/B of tuning constants (benchmarks/with_overrides.py), one model per stage.
 K=titaninfer.kernels
 # A name starting "off" runs with TITANINFER_PDL=0.
-VARIANTS=("base|" "maxnreg128|titaninfer.kernels.decode_attention._PRELOAD_MAXNREG=128" "maxnreg96|titaninfer.kernels.decode_attention._PRELOAD_MAXNREG=96")
+VARIANTS=("base|" "tile64|titaninfer.kernels.decode_attention._TILE_ELEMS=4096")
 variant_step() {  # variant_step PREFIX TIMEOUT "NAME|OVERRIDES" MODULE ARGS...: step PREFIX-NAME
   local prefix=$1 t=$2 name=${3%%|*} ovr=${3#*|} pdl=1
   shift 3

@@ -67,10 +67,6 @@ _NO_SPLIT_PER_SM = 2
 # reps): TinyLlama 764.4 vs 814.8 (32 programs), Llama-3-8B 3,802 vs 3,841 (64), Qwen3-0.6B
 # 873.4 vs 851.3 (512: 64 splits sized for its 40K context). False: never (A/B).
 PRELOAD_FIRST_TILE = True
-# Register cap for the decode attention where it preloads (None: the compiler's choice,
-# ~217 a thread). A program needs ~28K registers, more than an SM has left beside the qkv
-# GEMV's programs, so it may become resident only once they drain (A/B).
-_PRELOAD_MAXNREG: int | None = None
 _TILE_ELEMS = 8192  # elements of one K (or V) tile: BLOCK_N = _TILE_ELEMS // D, 16 to 128
 _MERGE_TILE = 8192  # floats of partial outputs the merging program loads at once (64 registers/thread)
 
@@ -309,6 +305,5 @@ def paged_decode_attention(
         DOT_DTYPE=dot_dtype, EMULATE_RNE=_INTERPRET, PDL=pdl,
         PRELOAD=preload,
         num_warps=num_warps, num_stages=num_stages, **pdl_launch_kwargs(pdl),
-        **({"maxnreg": _PRELOAD_MAXNREG} if preload and _PRELOAD_MAXNREG else {}),
     )
     return out
