@@ -26,7 +26,7 @@ B="python -m titaninfer.bench"
 # Decode-latency A/B of tuning constants (benchmarks/with_overrides.py), one model per stage.
 K=titaninfer.kernels
 # A name starting "off" runs with TITANINFER_PDL=0.
-VARIANTS=("base|" "pf8m|titaninfer.kernels.skinny_gemm.NEXT_MLP_PREFETCH_BYTES=8388608" "pf16m|titaninfer.kernels.skinny_gemm.NEXT_MLP_PREFETCH_BYTES=16777216" "pf16m-last|titaninfer.kernels.skinny_gemm.NEXT_MLP_PREFETCH_BYTES=16777216 titaninfer.kernels.skinny_gemm.NEXT_MLP_PREFETCH_EVICT_LAST=True")
+VARIANTS=("base|" "tile64|titaninfer.kernels.decode_attention._TILE_ELEMS=4096")
 variant_step() {  # variant_step PREFIX TIMEOUT "NAME|OVERRIDES" MODULE ARGS...: step PREFIX-NAME
   local prefix=$1 t=$2 name=${3%%|*} ovr=${3#*|} pdl=1
   shift 3
@@ -93,7 +93,6 @@ for stage in "$@"; do case $stage in
   replay2-qwen) replay2 30 qwen3-0.6b ;;
   replay2-tiny-8b) replay2 30 tinyllama-1.1b llama3-8b ;;
   replay2-all30) replay2 30 tinyllama-1.1b qwen3-0.6b llama3-8b ;;
-  pf-tests) step pytest-prefetch-gpu 60 python -m pytest -q tests/kernels/test_skinny_gemm.py -k prefetch ;;
   ablation-8b) ablation llama3-8b 45 ;;
   stub-tiny) for a in "" "--stub attn" "--drop attn"; do
                step "stub-tiny$(echo "$a" | tr -d ' -')" 40 python -m benchmarks.step_ablation $a --model dummy:tinyllama-1.1b

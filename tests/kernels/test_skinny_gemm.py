@@ -374,39 +374,3 @@ def test_rope_epilogue_rejects_what_it_cannot_fuse(device):
         skinny_linear(x, w[:24], b[:24], rope=rope)
     with pytest.raises(ValueError, match="cos_sin_cache"):
         skinny_linear(x, w, b, rope=RopeKVStore(positions, cos_sin.double(), cache, cache, slots, 16, 8))
-
-
-def test_l2_prefetch_plan_covers_the_tails_of_both_halves():
-    """`_prefetch_args`: the last `tail_rows` rows of the gate and the up block, in 128-byte
-    lines, spread evenly over the grid (the kernel clamps the last program's share)."""
-    import titaninfer.kernels.skinny_gemm as sg
-
-    w = torch.empty(2 * 100, 64, dtype=torch.bfloat16)  # rows of 128 bytes: one line each
-    ptr, per_program, half_lines, start0, start1 = sg._prefetch_args(sg.L2Prefetch(w, 30), programs=7)
-    assert ptr is w and half_lines == 30 and (start0, start1) == (70, 170)
-    assert per_program == -(-60 // 7)
-    assert sg._prefetch_args(sg.L2Prefetch(w, 500), programs=7)[2:] == (100, 0, 100)  # capped at a half
-    with pytest.raises(ValueError):
-        sg._prefetch_args(sg.L2Prefetch(torch.empty(201, 64, dtype=torch.bfloat16), 1), programs=7)
-
-
-@gpu
-@pytest.mark.gpu
-@pytest.mark.parametrize("evict_last", [False, True])
-def test_l2_prefetch_changes_no_value_gpu(evict_last, monkeypatch):
-    """Asking L2 for another matrix's lines (inline PTX) only adds requests: the projection
-    (plain and with the RMSNorm prologue) is bit-equal without it."""
-    import titaninfer.kernels.skinny_gemm as sg
-
-    monkeypatch.setattr(sg, "NEXT_MLP_PREFETCH_BYTES", 1 << 22)
-    monkeypatch.setattr(sg, "NEXT_MLP_PREFETCH_EVICT_LAST", evict_last)
-    torch.manual_seed(0)
-    x = torch.randn(1, 2048, device="cuda").to(torch.bfloat16)
-    w = torch.randn(2560, 2048, device="cuda").to(torch.bfloat16)
-    gate_up = torch.randn(2 * 5632, 2048, device="cuda").to(torch.bfloat16)
-    nw = torch.rand(2048, device="cuda").to(torch.bfloat16)
-    pf = sg.next_mlp_prefetch(gate_up)
-    assert pf is not None and pf.tail_rows == (1 << 22) // (2 * 4096)
-    assert torch.equal(skinny_linear(x, w, prefetch=pf), skinny_linear(x, w))
-    with_pf = sg.skinny_rmsnorm_linear(x, None, nw, 1e-5, w, prefetch=pf)[0]
-    assert torch.equal(with_pf, sg.skinny_rmsnorm_linear(x, None, nw, 1e-5, w)[0])

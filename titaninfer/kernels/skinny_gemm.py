@@ -76,7 +76,6 @@ from titaninfer.kernels.triton_common import (
     await_producer,
     pdl_launch_kwargs,
     pdl_mode,
-    prefetch_to_l2,
     rms_rstd,
     round_to,
     sum_squares,
@@ -125,47 +124,6 @@ class RopeKVStore:
     slot_mapping: torch.Tensor
     q_size: int
     kv_size: int
-
-
-@dataclass(frozen=True)
-class L2Prefetch:
-    """The tail rows of each of `weight`'s `halves` equal row blocks (a [gate | up] matrix
-    has two), which a GEMV's programs ask L2 for after their own loads (`NEXT_MLP_PREFETCH`):
-    the rows the next projection's last-scheduled programs read, fetched while the
-    latency-bound kernels in between leave HBM idle. A hint: it changes no value."""
-
-    weight: torch.Tensor
-    tail_rows: int  # per half
-    halves: int = 2
-
-
-# Bytes of the layer's gate_up rows the qkv projection's programs prefetch into L2 at
-# batch 1 (0: off; A/B), and their L2 eviction priority.
-NEXT_MLP_PREFETCH_BYTES = 0
-NEXT_MLP_PREFETCH_EVICT_LAST = False
-
-
-def next_mlp_prefetch(weight: torch.Tensor) -> L2Prefetch | None:
-    """The prefetch of `weight` (a [gate | up] matrix) that NEXT_MLP_PREFETCH_BYTES asks for."""
-    if NEXT_MLP_PREFETCH_BYTES <= 0 or _INTERPRET or not weight.is_cuda:
-        return None
-    row_bytes = weight.shape[1] * weight.element_size()
-    rows = min(weight.shape[0] // 2, NEXT_MLP_PREFETCH_BYTES // (2 * row_bytes))
-    return L2Prefetch(weight, rows) if rows > 0 else None
-
-
-_PF_TILE = tl.constexpr(128)  # prefetched lines per round: one per thread at 4 warps
-
-
-@triton.jit
-def _prefetch_lines(pid, pf_ptr, pf_lines_pp, pf_half_lines, pf_start0, pf_start1,
-                    LINE_ELEMS: tl.constexpr, EVICT_LAST: tl.constexpr):
-    """Program pid's share of the two prefetched line ranges (clamped to them)."""
-    first = pid.to(tl.int64) * pf_lines_pp
-    for l0 in range(0, pf_lines_pp, _PF_TILE):
-        line = tl.minimum(first + l0 + tl.arange(0, _PF_TILE), 2 * pf_half_lines - 1)
-        line = tl.where(line < pf_half_lines, pf_start0 + line, pf_start1 + line - pf_half_lines)
-        prefetch_to_l2(pf_ptr + line * LINE_ELEMS, EVICT_LAST)
 
 
 @triton.jit
@@ -313,13 +271,11 @@ def _skinny_gemm_kernel(
     pos_ptr, cs_ptr, cs_s0, slot_ptr, kc_ptr, vc_ptr, kc_s0, kc_s1, kc_s2, vc_s0, vc_s1, vc_s2, kv_block,
     q_size, kv_size, gate_size,
     sq_in_ptr, add_ptr, sq_out_ptr,
-    pf_ptr, pf_lines_pp, pf_half_lines, pf_start0, pf_start1,
     BM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     PROLOGUE: tl.constexpr, HAS_RES: tl.constexpr, HAS_BIAS: tl.constexpr,
     USE_DOT: tl.constexpr, EMULATE_RNE: tl.constexpr, PDL: tl.constexpr, PRELOAD: tl.constexpr,
     ROPE: tl.constexpr, HEAD_DIM: tl.constexpr, SILU_MUL: tl.constexpr,
     ADD_RESIDUAL: tl.constexpr, SLOTS: tl.constexpr,
-    PREFETCH: tl.constexpr, PF_EVICT_LAST: tl.constexpr, PF_LINE_ELEMS: tl.constexpr,
 ):
     pid = tl.program_id(0)
     lanes = tl.arange(0, BLOCK_N)
@@ -386,9 +342,6 @@ def _skinny_gemm_kernel(
         w = _weight_tile(w_rows, n_ok, k0, K, BLOCK_K)
         acc = _tile_step(acc, w, k0, x_ptr, res_ptr, nw_ptr, new_res_ptr, ms, m_ok, x_stride, K, rstd,
                          store_res_rows, dtype, PROLOGUE, HAS_RES, USE_DOT, BM, BLOCK_K, EMULATE_RNE)
-    if PREFETCH:  # this program's own loads are done: ask L2 for its share of the next matrix
-        _prefetch_lines(pid, pf_ptr, pf_lines_pp, pf_half_lines, pf_start0, pf_start1, PF_LINE_ELEMS,
-                        PF_EVICT_LAST)
     if not USE_DOT and BM == 1:
         acc = tl.sum(acc, axis=1)[None, :]
     if HAS_BIAS:
@@ -417,21 +370,6 @@ def _skinny_gemm_kernel(
     else:
         out_offs = ms[:, None] * N + rows[None, :]
         tl.store(out_ptr + out_offs, round_to(acc, dtype, EMULATE_RNE), mask=m_ok[:, None] & n_ok[None, :])
-
-
-def _prefetch_args(pf: L2Prefetch, programs: int) -> tuple:
-    """(pointer, lines per program, lines per range, first line of range 0 and 1): the tail
-    `tail_rows` rows of the first two row blocks of pf.weight, split evenly over the grid."""
-    w = pf.weight
-    if not w.is_contiguous() or pf.halves != 2 or w.shape[0] % 2:
-        raise ValueError("L2 prefetch: a contiguous [gate | up] weight with an even row count")
-    row_bytes = w.shape[1] * w.element_size()
-    half_rows = w.shape[0] // 2
-    tail = min(pf.tail_rows, half_rows)
-    half_lines = tail * row_bytes // 128
-    start0 = (half_rows - tail) * row_bytes // 128
-    start1 = (2 * half_rows - tail) * row_bytes // 128
-    return w, triton.cdiv(2 * half_lines, programs), max(half_lines, 1), start0, start1
 
 
 def m_bucket(m: int) -> int:
@@ -557,8 +495,7 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, k:
             rope: RopeKVStore | None = None, silu_mul: bool = False,
             sumsq: torch.Tensor | None = None, add_residual: torch.Tensor | None = None,
             sumsq_out: torch.Tensor | None = None,
-            out_dtype: torch.dtype | None = None,
-            prefetch: L2Prefetch | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+            out_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(out, x + residual of the norm prologue or None). sumsq: the presummed prologue's
     input; add_residual with sumsq_out: the residual epilogue's; out_dtype float32: the
     output rounded to x's dtype, stored as float32 (no epilogue)."""
@@ -600,7 +537,6 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, k:
                      kc.shape[1], rope.q_size, rope.kv_size)
     else:  # placeholders, never read
         rope_args = (x, x, 0, x, x, x, 0, 0, 0, 0, 0, 0, 1, 0, 0)
-    pf_args = _prefetch_args(prefetch, grid[0]) if prefetch is not None and not _INTERPRET else None
     _skinny_gemm_kernel[grid](
         x, weight, bias if bias is not None else weight, out,
         residual if residual is not None else x, norm_weight if norm_weight is not None else weight,
@@ -608,14 +544,11 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, k:
         m, n, k, x.stride(0), float(eps), *rope_args, n // 2,
         sumsq if sumsq is not None else x, add_residual if add_residual is not None else x,
         sumsq_out if sumsq_out is not None else x,
-        *(pf_args or (x, 0, 1, 0, 0)),
         BM=bm, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
         PROLOGUE=prologue, HAS_RES=residual is not None, HAS_BIAS=bias is not None,
         USE_DOT=cfg.use_dot, EMULATE_RNE=_INTERPRET, PDL=pdl, PRELOAD=_PRELOAD_TILES,
         ROPE=rope is not None, HEAD_DIM=head_dim, SILU_MUL=silu_mul,
         ADD_RESIDUAL=add_residual is not None, SLOTS=SUMSQ_SLOTS,
-        PREFETCH=pf_args is not None, PF_EVICT_LAST=NEXT_MLP_PREFETCH_EVICT_LAST,
-        PF_LINE_ELEMS=128 // prefetch.weight.element_size() if prefetch is not None else 64,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages, **pdl_launch_kwargs(pdl),
     )
     return out, new_res
@@ -623,14 +556,12 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, k:
 
 def skinny_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
                   config: SkinnyConfig | None = None, rope: RopeKVStore | None = None,
-                  silu_mul: bool = False, out_dtype: torch.dtype | None = None,
-                  prefetch: L2Prefetch | None = None) -> torch.Tensor:
+                  silu_mul: bool = False, out_dtype: torch.dtype | None = None) -> torch.Tensor:
     """F.linear(x, weight, bias) for x [M <= MAX_M, K]; with `rope`, then the rotary and KV
     store; with `silu_mul`, silu_and_mul of a [gate | up] output ([2I, K] weight -> [M, I]).
-    out_dtype float32: `F.linear(...).float()` in one kernel (the LM head's logits).
-    prefetch: lines of another matrix the programs ask L2 for (`L2Prefetch`)."""
+    out_dtype float32: `F.linear(...).float()` in one kernel (the LM head's logits)."""
     return _launch(x, weight, bias, x.shape[-1], PROLOGUE_NONE, config=config, rope=rope, silu_mul=silu_mul,
-                   out_dtype=out_dtype, prefetch=prefetch)[0]
+                   out_dtype=out_dtype)[0]
 
 
 def skinny_linear_residual(x: torch.Tensor, weight: torch.Tensor, residual: torch.Tensor, sumsq_out: torch.Tensor,
@@ -646,7 +577,6 @@ def skinny_rmsnorm_linear(
     x: torch.Tensor, residual: torch.Tensor | None, norm_weight: torch.Tensor, eps: float,
     weight: torch.Tensor, bias: torch.Tensor | None = None, config: SkinnyConfig | None = None,
     rope: RopeKVStore | None = None, silu_mul: bool = False, sumsq: torch.Tensor | None = None,
-    prefetch: L2Prefetch | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(F.linear(rmsnorm(x + residual) * norm_weight, weight, bias), x + residual); with
     `rope`, the rotary and KV store follow the projection; with `silu_mul`, the SiLU-and-mul
@@ -663,5 +593,5 @@ def skinny_rmsnorm_linear(
         raise ValueError("skinny_rmsnorm_linear: sumsq describes x alone; add the residual first")
     prologue = PROLOGUE_RMSNORM if sumsq is None else PROLOGUE_RMSNORM_PRESUMMED
     out, new_res = _launch(x, weight, bias, k, prologue, residual, norm_weight.contiguous(), eps, config,
-                           rope, silu_mul, sumsq=sumsq, prefetch=prefetch)
+                           rope, silu_mul, sumsq=sumsq)
     return out, (new_res if new_res is not None else x)

@@ -76,18 +76,6 @@ PDL_MODE = PDL_TRIGGER_BEFORE_WAIT
 
 
 @triton.jit
-def prefetch_to_l2(ptrs, EVICT_LAST: tl.constexpr):
-    """Ask L2 for the 128-byte lines holding `ptrs` (global memory): nothing waits for them
-    and no register holds them. Inline PTX: GPU only (callers skip it in the interpreter)."""
-    if EVICT_LAST:
-        tl.inline_asm_elementwise("prefetch.global.L2::evict_last [$1];\n\tmov.u32 $0, 0;", "=r,l",
-                                  [ptrs.to(tl.int64)], dtype=tl.int32, is_pure=False, pack=1)
-    else:
-        tl.inline_asm_elementwise("prefetch.global.L2 [$1];\n\tmov.u32 $0, 0;", "=r,l",
-                                  [ptrs.to(tl.int64)], dtype=tl.int32, is_pure=False, pack=1)
-
-
-@triton.jit
 def await_producer(PDL: tl.constexpr):
     """With PDL (a mode above): wait until the previous kernel has finished and its writes
     are visible, and allow the next kernel to launch. A no-op when PDL is 0."""

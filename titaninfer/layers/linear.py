@@ -28,7 +28,7 @@ from titaninfer.layers.dispatch import use_triton
 from titaninfer.layers.norm import RMSNorm
 
 if TYPE_CHECKING:
-    from titaninfer.kernels.skinny_gemm import L2Prefetch, RopeKVStore
+    from titaninfer.kernels.skinny_gemm import RopeKVStore
 
 
 class Stream(NamedTuple):
@@ -99,22 +99,19 @@ def norm_linear(stream: Stream, norm: RMSNorm, layer: nn.Linear) -> tuple[torch.
     return out, summed
 
 
-def norm_linear_rope(stream: Stream, norm: RMSNorm, layer: nn.Linear, rope: RopeKVStore | None,
-                     next_gate_up: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, bool]:
+def norm_linear_rope(stream: Stream, norm: RMSNorm, layer: nn.Linear,
+                     rope: RopeKVStore | None) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """norm_linear, plus (third value True) the rotary and KV store of `rope` in the same
     kernel where the skinny path runs and its tiles allow: q and k of the output are then
-    rotated and the cache holds this step's k and v. False: the caller still has to.
-    next_gate_up: the layer's [gate | up] weight, part of which the skinny kernel may ask
-    L2 for (`skinny_gemm.NEXT_MLP_PREFETCH_BYTES`)."""
+    rotated and the cache holds this step's k and v. False: the caller still has to."""
     x = stream.x
     if skinny_rows_ok(x):
-        from titaninfer.kernels.skinny_gemm import next_mlp_prefetch, rope_epilogue_fits
+        from titaninfer.kernels.skinny_gemm import rope_epilogue_fits
 
         n, k = layer.weight.shape
         if rope is not None and not rope_epilogue_fits(x.shape[0], n, k, rope.k_cache.shape[-1]):
             rope = None
-        prefetch = next_mlp_prefetch(next_gate_up) if next_gate_up is not None else None
-        out, summed = _skinny_norm_linear(stream, norm, layer, rope=rope, prefetch=prefetch)
+        out, summed = _skinny_norm_linear(stream, norm, layer, rope=rope)
         return out, summed, rope is not None
     h, summed = norm(x, stream.residual)
     return F.linear(h, layer.weight, layer.bias), (x if summed is None else summed), False
@@ -131,8 +128,7 @@ def norm_linear_silu_mul(stream: Stream, norm: RMSNorm, layer: nn.Linear) -> tup
 
 
 def _skinny_norm_linear(stream: Stream, norm: RMSNorm, layer: nn.Linear,
-                        rope: RopeKVStore | None = None, silu_mul: bool = False,
-                        prefetch: L2Prefetch | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                        rope: RopeKVStore | None = None, silu_mul: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """The skinny path of the helpers above: the norm as the GEMV's prologue where that pays,
     with the stream's sums of squares (`presummed_prologue_pays`) or recomputing them
     (`rmsnorm_prologue_pays`); else the norm kernel first. `rope` / `silu_mul` epilogues as
@@ -148,10 +144,10 @@ def _skinny_norm_linear(stream: Stream, norm: RMSNorm, layer: nn.Linear,
     m, (n, k) = x.shape[0], layer.weight.shape
     if stream.sumsq is not None and presummed_prologue_pays(m, n, k):
         return skinny_rmsnorm_linear(x, None, norm.weight, norm.eps, layer.weight, layer.bias,
-                                     rope=rope, silu_mul=silu_mul, sumsq=stream.sumsq, prefetch=prefetch)
+                                     rope=rope, silu_mul=silu_mul, sumsq=stream.sumsq)
     if rmsnorm_prologue_pays(m, n, k):
         return skinny_rmsnorm_linear(x, residual, norm.weight, norm.eps, layer.weight, layer.bias,
-                                     rope=rope, silu_mul=silu_mul, prefetch=prefetch)
+                                     rope=rope, silu_mul=silu_mul)
     h, summed = norm(x, residual)
-    out = skinny_linear(h, layer.weight, layer.bias, rope=rope, silu_mul=silu_mul, prefetch=prefetch)
+    out = skinny_linear(h, layer.weight, layer.bias, rope=rope, silu_mul=silu_mul)
     return out, (x if summed is None else summed)

@@ -146,8 +146,7 @@ class DecoderLayer(nn.Module):
         # inside the qkv projection where it can. First layer: the stream is the embeddings.
         attn_sumsq, mlp_sumsq = (None, None) if sumsq_out is None else (sumsq_out[0], sumsq_out[1])
         rope = self.self_attn.rope_kv_store(positions, kv_cache, meta)
-        qkv, summed, rotated = norm_linear_rope(stream, self.input_layernorm, self.self_attn.qkv_proj, rope,
-                                                self.mlp.gate_up_proj.weight)
+        qkv, summed, rotated = norm_linear_rope(stream, self.input_layernorm, self.self_attn.qkv_proj, rope)
         stream = self.self_attn(positions, qkv, kv_cache, meta, summed, rotated, attn_sumsq)
         return self.mlp(stream, self.post_attention_layernorm, mlp_sumsq)
 
