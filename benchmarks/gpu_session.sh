@@ -46,13 +46,16 @@ replay2() {  # replay2 TIMEOUT_S MODEL...: every variant twice per model, interl
     variant_step "replay$rep-$m" "$t" "$v" benchmarks.graph_replay_time --model "dummy:$m"
   done; done; done
 }
-ablation() {  # ablation MODEL TIMEOUT_S: the captured step with parts left out (step_ablation.py)
-  local a i=0
-  for a in "" "--drop attn" "--twice attn" "--drop norm" "--drop attn --drop norm" "--drop mlp" \
-           "--drop attnblock" "--drop lmhead" ""; do
+ABLATIONS=("" "--drop attn" "--twice attn" "--drop norm" "--drop attn --drop norm" "--drop mlp"
+           "--drop attnblock" "--drop lmhead" "")
+ablation() {  # ablation MODEL TIMEOUT_S [FLAGS...]: the captured step with parts left out (step_ablation.py)
+  local m=$1 t=$2 a i=0
+  shift 2
+  [ $# -eq 0 ] && set -- "${ABLATIONS[@]}"
+  for a in "$@"; do
     # shellcheck disable=SC2086  # the flags split into words on purpose
     i=$((i + 1))
-    step "ablation-$1-$i$(echo "${a:-base}" | tr -d ' -')" "$2" python -m benchmarks.step_ablation $a --model "dummy:$1"
+    step "ablation-$m-$i$(echo "${a:-base}" | tr -d ' -')" "$t" python -m benchmarks.step_ablation $a --model "dummy:$m"
   done
 }
 variants() {  # variants MODEL TIMEOUT_S: every variant twice, interleaved (drift shows as a rep gap)
@@ -92,12 +95,9 @@ for stage in "$@"; do case $stage in
   ablation-tiny) ablation tinyllama-1.1b 45 ;;
   replay2-qwen) replay2 30 qwen3-0.6b ;;
   replay2-tiny-8b) replay2 30 tinyllama-1.1b llama3-8b ;;
-  replay2-all30) replay2 30 tinyllama-1.1b qwen3-0.6b llama3-8b ;;
   ablation-8b) ablation llama3-8b 45 ;;
-  stub-tiny) for a in "" "--stub attn" "--drop attn"; do
-               step "stub-tiny$(echo "$a" | tr -d ' -')" 40 python -m benchmarks.step_ablation $a --model dummy:tinyllama-1.1b
-             done ;;
-  replay2-all) replay2 22 tinyllama-1.1b qwen3-0.6b llama3-8b ;;
+  stub-tiny) ablation tinyllama-1.1b 40 "" "--stub attn" "--drop attn" ;;
+  replay2-all) replay2 30 tinyllama-1.1b qwen3-0.6b llama3-8b ;;  # 30 s: a first compile can pass 22
   replay-8b) replay llama3-8b 35 ;;
   replay-qwen) replay qwen3-0.6b 30 ;;
   variants-tiny) variants tinyllama-1.1b 45 ;;

@@ -12,6 +12,7 @@ benchmarks/with_overrides.py.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 import torch
 
@@ -20,18 +21,23 @@ from titaninfer.bench.ceilings import get_ceilings
 from titaninfer.bench.sol import Chunk, ModelCost, step_cost
 
 
-def replay_us(graph: torch.cuda.CUDAGraph, iters: int = 300, warmup: int = 20) -> float:
-    """Device time of one replay of `graph`, replayed back to back (CUDA events)."""
+def time_us(fn: Callable[[], object], iters: int = 300, warmup: int = 20) -> float:
+    """Device time of one call of `fn`, called back to back (CUDA events), after `warmup` calls."""
     for _ in range(warmup):
-        graph.replay()
+        fn()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     torch.cuda.synchronize()
     start.record()
     for _ in range(iters):
-        graph.replay()
+        fn()
     end.record()
     torch.cuda.synchronize()
     return start.elapsed_time(end) * 1e3 / iters
+
+
+def replay_us(graph: torch.cuda.CUDAGraph, iters: int = 300, warmup: int = 20) -> float:
+    """Device time of one replay of `graph`, replayed back to back."""
+    return time_us(graph.replay, iters, warmup)
 
 
 def main() -> None:

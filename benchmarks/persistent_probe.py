@@ -20,6 +20,7 @@ import json
 import torch
 import triton
 import triton.language as tl
+from graph_replay_time import time_us  # run as a script: benchmarks/ is on the path
 
 from titaninfer.bench.ceilings import get_ceilings
 from titaninfer.kernels.skinny_gemm import skinny_linear
@@ -59,18 +60,6 @@ def _persistent_gemv(w_ptr, x_ptr, out_ptr, K, n_tiles, BLOCK_N: tl.constexpr, B
         tl.store(out_ptr + rows, tl.sum(acc, axis=1).to(out_ptr.dtype.element_ty))
 
 
-def _time_us(fn, reps: int) -> float:  # type: ignore[no-untyped-def]
-    fn()
-    torch.cuda.synchronize()
-    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    a.record()
-    for _ in range(reps):
-        fn()
-    b.record()
-    torch.cuda.synchronize()
-    return a.elapsed_time(b) * 1e3 / reps
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--json", default=None)
@@ -92,7 +81,7 @@ def main() -> None:
                 ctr.zero_()
                 _barrier_rounds[(p,)](ctr, rounds, p, POLL_ATOMIC=poll_atomic, num_warps=4)
 
-            us = _time_us(run, 3) / rounds
+            us = time_us(run, 3, warmup=1) / rounds
             assert ctr.item() == rounds * p, "barrier miscounted"
             out["barrier"].append({"programs_per_sm": per_sm, "poll": "atomic" if poll_atomic else "volatile",
                                    "us": us})
@@ -106,7 +95,7 @@ def main() -> None:
     y = torch.empty(n, device=dev, dtype=torch.bfloat16)
     nbytes = w.numel() * w.element_size()
     ref = skinny_linear(x[None], w)[0]
-    t = _time_us(lambda: skinny_linear(x[None], w), 10)
+    t = time_us(lambda: skinny_linear(x[None], w), 10, warmup=1)
     print(f"\nGEMV {n} x {k} bf16 ({nbytes / 2**20:.0f} MiB), copy ceiling {bw / 1e12:.2f} TB/s")
     print(f"  skinny kernel (one program per 4-row tile): {t:7.1f} us  {nbytes / t / 1e6:5.2f} TB/s")
     out["gemv"].append({"kernel": "skinny", "us": t, "tb_s": nbytes / t / 1e6})
@@ -118,7 +107,7 @@ def main() -> None:
                 _persistent_gemv[grid](w, x, y, k, n // bn, BLOCK_N=bn, BLOCK_K=bk, num_warps=nw, num_stages=ns)
 
             try:
-                t = _time_us(run, 10)
+                t = time_us(run, 10, warmup=1)
             except Exception as e:  # noqa: BLE001  (a config that does not fit: report, go on)
                 print(f"  persistent {per_sm}/SM n{block_n} k{block_k} w{warps} s{stages}: failed ({e})")
                 continue
