@@ -16,9 +16,9 @@ from titaninfer.layers.linear import Stream, skinny_rows_ok
 
 
 def embedding_kernel_ok(input_ids: torch.Tensor, embedding: nn.Embedding) -> bool:
-    """True where `embed_with_sums` runs: the skinny path's batches (a few decode tokens)."""
-    w = embedding.weight
-    return 0 < input_ids.shape[0] <= 16 and skinny_rows_ok(w[: input_ids.shape[0]])
+    """True where `embed_with_sums` runs: the skinny path's batches (a few decode tokens),
+    judged on a [T, H] view shaped like the embeddings it would produce."""
+    return skinny_rows_ok(embedding.weight[:1].expand(input_ids.shape[0], -1))
 
 
 def embed_with_sums(input_ids: torch.Tensor, embedding: nn.Embedding, n_sums: int) -> tuple[Stream, torch.Tensor]:
