@@ -26,7 +26,8 @@ B="python -m titaninfer.bench"
 # Decode-latency A/B of tuning constants (benchmarks/with_overrides.py), one model per stage.
 K=titaninfer.kernels
 # A name starting "off" runs with TITANINFER_PDL=0.
-VARIANTS=("base|" "tile64|titaninfer.kernels.decode_attention._TILE_ELEMS=4096")
+VARIANTS=("base|" "loop2|$K.skinny_gemm._LOOP_TILES=2" "presum|$K.skinny_gemm._PRESUMMED_PROLOGUE_MAX_WORK=1099511627776"
+          "both|$K.skinny_gemm._LOOP_TILES=2 $K.skinny_gemm._PRESUMMED_PROLOGUE_MAX_WORK=1099511627776")
 variant_step() {  # variant_step PREFIX TIMEOUT "NAME|OVERRIDES" MODULE ARGS...: step PREFIX-NAME
   local prefix=$1 t=$2 name=${3%%|*} ovr=${3#*|} pdl=1
   shift 3
@@ -97,7 +98,8 @@ for stage in "$@"; do case $stage in
   replay2-tiny-8b) replay2 30 tinyllama-1.1b llama3-8b ;;
   ablation-8b) ablation llama3-8b 45 ;;
   stub-tiny) ablation tinyllama-1.1b 40 "" "--stub attn" "--drop attn" ;;
-  replay2-all) replay2 30 tinyllama-1.1b qwen3-0.6b llama3-8b ;;  # 30 s: a first compile can pass 22
+  replay2-all) replay2 30 tinyllama-1.1b qwen3-0.6b llama3-8b ;;
+  replay2-tiny-8b-35) replay2 35 tinyllama-1.1b llama3-8b ;;  # 30 s: a first compile can pass 22
   replay-8b) replay llama3-8b 35 ;;
   replay-qwen) replay qwen3-0.6b 30 ;;
   variants-tiny) variants tinyllama-1.1b 45 ;;

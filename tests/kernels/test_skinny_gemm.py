@@ -278,15 +278,16 @@ def test_skinny_linear_model_shapes_gpu(m, n, k):
     _assert_one_rounding(skinny_linear(x, w), _matmul_ref(x, w, None))
 
 
-@pytest.mark.parametrize("preload", [1, 2, 4])
+@pytest.mark.parametrize("preload,loop_tiles", [(1, 1), (2, 1), (1, 2), (2, 2)])
 @pytest.mark.parametrize("k", [40, 100, 200, 300])  # 1, 2, 4 and 5 K tiles of 64
-def test_weight_tiles_loaded_before_the_wait(preload, k, device, poison_empty, monkeypatch):
-    """The first one, two or four weight tiles are loaded ahead of the main loop (before the PDL
-    wait); every prologue must still see each K tile exactly once, also when K has fewer
-    tiles than are preloaded."""
+def test_weight_tiles_loaded_before_the_wait(preload, loop_tiles, k, device, poison_empty, monkeypatch):
+    """The first one or two weight tiles are loaded ahead of the main loop (before the PDL
+    wait), the loop takes one or two per iteration; every prologue must still see each K
+    tile exactly once, also when K has fewer tiles than are preloaded or an odd count is left."""
     import titaninfer.kernels.skinny_gemm as sg
 
     monkeypatch.setattr(sg, "_PRELOAD_TILES", preload)
+    monkeypatch.setattr(sg, "_LOOP_TILES", loop_tiles)
     torch.manual_seed(k + preload)
     m, n, dtype = 1, 21, torch.bfloat16
     x = (torch.randn(m, k, device=device) * 3).to(dtype)

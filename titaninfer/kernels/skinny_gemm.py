@@ -133,22 +133,38 @@ def _silu_mul(gate, up):
 
 
 @triton.jit
-def _load_input(x_ptr, res_ptr, nw_ptr, new_res_ptr, ms, m_ok, ks, k_ok, x_stride, K, rstd, store_res_rows,
-                dtype: tl.constexpr, PROLOGUE: tl.constexpr, HAS_RES: tl.constexpr,
-                EMULATE_RNE: tl.constexpr):
-    """[BM, BLOCK_K] float32 tile of prologue(x), every value exactly representable in dtype."""
-    mask = m_ok[:, None] & k_ok[None, :]
-    offs = ms[:, None] * x_stride + ks[None, :]
-    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+def _load_x(x_ptr, ms, m_ok, k0, K, x_stride, BLOCK_K: tl.constexpr):
+    """[BM, BLOCK_K] float32 tile of x at k0 as stored (zeros past K)."""
+    ks = k0 + tl.arange(0, BLOCK_K)
+    mask = m_ok[:, None] & (ks < K)[None, :]
+    return tl.load(x_ptr + ms[:, None] * x_stride + ks[None, :], mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _norm_weight_tile(nw_ptr, k0, K, PROLOGUE: tl.constexpr, BLOCK_K: tl.constexpr):
+    """The norm weight at k0 (a constant: may load before the PDL wait); zeros without a norm."""
+    ks = k0 + tl.arange(0, BLOCK_K)
+    if PROLOGUE >= 2:
+        return tl.load(nw_ptr + ks, mask=ks < K, other=0.0).to(tl.float32)
+    return tl.zeros([BLOCK_K], tl.float32)
+
+
+@triton.jit
+def _apply_prologue(x, nw, res_ptr, new_res_ptr, ms, m_ok, k0, K, rstd, store_res_rows,
+                    dtype: tl.constexpr, PROLOGUE: tl.constexpr, HAS_RES: tl.constexpr,
+                    BLOCK_K: tl.constexpr, EMULATE_RNE: tl.constexpr):
+    """prologue(x) for a raw x tile at k0 and its norm weight tile nw: float32 values,
+    each exactly representable in dtype."""
     if PROLOGUE >= 2:  # RMSNORM or RMSNORM_PRESUMMED (no residual to add: HAS_RES is False)
         if HAS_RES:
+            ks = k0 + tl.arange(0, BLOCK_K)
+            mask = m_ok[:, None] & (ks < K)[None, :]
             r = tl.load(res_ptr + ms[:, None] * K + ks[None, :], mask=mask, other=0.0).to(tl.float32)
             s = round_to(x + r, dtype, EMULATE_RNE)
             tl.store(new_res_ptr + ms[:, None] * K + ks[None, :], s, mask=mask & (ms < store_res_rows)[:, None])
             x = s.to(tl.float32)
         normed = round_to(x * rstd[:, None], dtype, EMULATE_RNE).to(tl.float32)
-        w = tl.load(nw_ptr + ks, mask=k_ok, other=0.0).to(tl.float32)
-        x = round_to(normed * w[None, :], dtype, EMULATE_RNE).to(tl.float32)
+        x = round_to(normed * nw[None, :], dtype, EMULATE_RNE).to(tl.float32)
     return x
 
 
@@ -176,13 +192,12 @@ def _weight_tile(w_rows, n_ok, k0, K, BLOCK_K: tl.constexpr):
 
 
 @triton.jit
-def _tile_step(acc, w, k0, x_ptr, res_ptr, nw_ptr, new_res_ptr, ms, m_ok, x_stride, K, rstd, store_res_rows,
+def _tile_step(acc, w, x, nw, k0, res_ptr, new_res_ptr, ms, m_ok, K, rstd, store_res_rows,
                dtype: tl.constexpr, PROLOGUE: tl.constexpr, HAS_RES: tl.constexpr, USE_DOT: tl.constexpr,
                BM: tl.constexpr, BLOCK_K: tl.constexpr, EMULATE_RNE: tl.constexpr):
-    """acc += prologue(x)[:, k0:k0 + BLOCK_K] @ w^T, w the weight tile at k0."""
-    ks = k0 + tl.arange(0, BLOCK_K)
-    x = _load_input(x_ptr, res_ptr, nw_ptr, new_res_ptr, ms, m_ok, ks, ks < K, x_stride, K, rstd,
-                    store_res_rows, dtype, PROLOGUE, HAS_RES, EMULATE_RNE)
+    """acc += prologue(x) @ w^T for the weight tile w, raw x tile x and norm weight nw at k0."""
+    x = _apply_prologue(x, nw, res_ptr, new_res_ptr, ms, m_ok, k0, K, rstd, store_res_rows,
+                        dtype, PROLOGUE, HAS_RES, BLOCK_K, EMULATE_RNE)
     return _accumulate(acc, w, x, USE_DOT, BM, EMULATE_RNE)
 
 
@@ -275,7 +290,7 @@ def _skinny_gemm_kernel(
     PROLOGUE: tl.constexpr, HAS_RES: tl.constexpr, HAS_BIAS: tl.constexpr,
     USE_DOT: tl.constexpr, EMULATE_RNE: tl.constexpr, PDL: tl.constexpr, PRELOAD: tl.constexpr,
     ROPE: tl.constexpr, HEAD_DIM: tl.constexpr, SILU_MUL: tl.constexpr,
-    ADD_RESIDUAL: tl.constexpr, SLOTS: tl.constexpr,
+    ADD_RESIDUAL: tl.constexpr, SLOTS: tl.constexpr, LOOP_TILES: tl.constexpr,
 ):
     pid = tl.program_id(0)
     lanes = tl.arange(0, BLOCK_N)
@@ -295,19 +310,26 @@ def _skinny_gemm_kernel(
     w_rows = w_ptr + rows[:, None] * K
     cos, sin, slot = _rope_operands(rows, ms, m_ok, pos_ptr, cs_ptr, cs_s0, slot_ptr, BM, BLOCK_N, ROPE, HEAD_DIM)
     w0 = _weight_tile(w_rows, n_ok, 0, K, BLOCK_K)
+    nw0 = _norm_weight_tile(nw_ptr, 0, K, PROLOGUE, BLOCK_K)
     if PRELOAD >= 2:
         w1 = _weight_tile(w_rows, n_ok, BLOCK_K, K, BLOCK_K)
-    if PRELOAD >= 3:
-        w2 = _weight_tile(w_rows, n_ok, 2 * BLOCK_K, K, BLOCK_K)
-    if PRELOAD >= 4:
-        w3 = _weight_tile(w_rows, n_ok, 3 * BLOCK_K, K, BLOCK_K)
+        nw1 = _norm_weight_tile(nw_ptr, BLOCK_K, K, PROLOGUE, BLOCK_K)
     await_producer(PDL)
+    # Everything this program needs from the kernel before is requested at once, so the
+    # wait is followed by one L2 round trip, not one per dependent load: x's tiles for the
+    # preloaded weights, the stream to add, the sums of squares.
+    x0 = _load_x(x_ptr, ms, m_ok, 0, K, x_stride, BLOCK_K)
+    if PRELOAD >= 2:
+        x1 = _load_x(x_ptr, ms, m_ok, BLOCK_K, K, x_stride, BLOCK_K)
     if ADD_RESIDUAL:  # the stream's rows of this program, loaded now so the loop hides the latency
         add_offs = ms[:, None] * N + rows[None, :]
         add_mask = m_ok[:, None] & n_ok[None, :]
         stream_in = tl.load(add_ptr + add_offs, mask=add_mask, other=0.0).to(tl.float32)
 
     rstd = tl.zeros([BM], dtype=tl.float32)
+    if PROLOGUE == 3:  # the producer's sums of squares: one load, no pass over x
+        sq = tl.load(sq_in_ptr + ms[:, None] * SLOTS + tl.arange(0, SLOTS)[None, :], mask=m_ok[:, None], other=0.0)
+        rstd = rms_rstd(tl.sum(sq, axis=1), K, eps)
     if PROLOGUE == 2:  # first pass: each row's sum of squares (x + residual rounded first)
         sq = tl.zeros([BM], dtype=tl.float64)
         for k0 in range(0, K, BLOCK_K):
@@ -319,29 +341,30 @@ def _skinny_gemm_kernel(
                 xs = round_to(xs + r, dtype, EMULATE_RNE).to(tl.float32)
             sq += sum_squares(xs)
         rstd = rms_rstd(sq, K, eps)
-    if PROLOGUE == 3:  # the producer's sums of squares: one load, no pass over x
-        sq = tl.load(sq_in_ptr + ms[:, None] * SLOTS + tl.arange(0, SLOTS)[None, :], mask=m_ok[:, None], other=0.0)
-        rstd = rms_rstd(tl.sum(sq, axis=1), K, eps)
 
     if not USE_DOT and BM == 1:
         acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
     else:
         acc = tl.zeros([BM, BLOCK_N], dtype=tl.float32)
-    acc = _tile_step(acc, w0, 0, x_ptr, res_ptr, nw_ptr, new_res_ptr, ms, m_ok, x_stride, K, rstd, store_res_rows,
+    acc = _tile_step(acc, w0, x0, nw0, 0, res_ptr, new_res_ptr, ms, m_ok, K, rstd, store_res_rows,
                      dtype, PROLOGUE, HAS_RES, USE_DOT, BM, BLOCK_K, EMULATE_RNE)
     if PRELOAD >= 2:
-        acc = _tile_step(acc, w1, BLOCK_K, x_ptr, res_ptr, nw_ptr, new_res_ptr, ms, m_ok, x_stride, K, rstd,
-                         store_res_rows, dtype, PROLOGUE, HAS_RES, USE_DOT, BM, BLOCK_K, EMULATE_RNE)
-    if PRELOAD >= 3:
-        acc = _tile_step(acc, w2, 2 * BLOCK_K, x_ptr, res_ptr, nw_ptr, new_res_ptr, ms, m_ok, x_stride, K, rstd,
-                         store_res_rows, dtype, PROLOGUE, HAS_RES, USE_DOT, BM, BLOCK_K, EMULATE_RNE)
-    if PRELOAD >= 4:
-        acc = _tile_step(acc, w3, 3 * BLOCK_K, x_ptr, res_ptr, nw_ptr, new_res_ptr, ms, m_ok, x_stride, K, rstd,
-                         store_res_rows, dtype, PROLOGUE, HAS_RES, USE_DOT, BM, BLOCK_K, EMULATE_RNE)
-    for k0 in range(PRELOAD * BLOCK_K, K, BLOCK_K):
-        w = _weight_tile(w_rows, n_ok, k0, K, BLOCK_K)
-        acc = _tile_step(acc, w, k0, x_ptr, res_ptr, nw_ptr, new_res_ptr, ms, m_ok, x_stride, K, rstd,
-                         store_res_rows, dtype, PROLOGUE, HAS_RES, USE_DOT, BM, BLOCK_K, EMULATE_RNE)
+        acc = _tile_step(acc, w1, x1, nw1, BLOCK_K, res_ptr, new_res_ptr, ms, m_ok, K, rstd, store_res_rows,
+                         dtype, PROLOGUE, HAS_RES, USE_DOT, BM, BLOCK_K, EMULATE_RNE)
+    # The rest of K, LOOP_TILES weight tiles in flight per iteration (tiles past K: masked).
+    for k0 in range(PRELOAD * BLOCK_K, K, LOOP_TILES * BLOCK_K):
+        wa = _weight_tile(w_rows, n_ok, k0, K, BLOCK_K)
+        if LOOP_TILES >= 2:
+            wb = _weight_tile(w_rows, n_ok, k0 + BLOCK_K, K, BLOCK_K)
+        xa = _load_x(x_ptr, ms, m_ok, k0, K, x_stride, BLOCK_K)
+        nwa = _norm_weight_tile(nw_ptr, k0, K, PROLOGUE, BLOCK_K)
+        acc = _tile_step(acc, wa, xa, nwa, k0, res_ptr, new_res_ptr, ms, m_ok, K, rstd, store_res_rows,
+                         dtype, PROLOGUE, HAS_RES, USE_DOT, BM, BLOCK_K, EMULATE_RNE)
+        if LOOP_TILES >= 2:
+            xb = _load_x(x_ptr, ms, m_ok, k0 + BLOCK_K, K, x_stride, BLOCK_K)
+            nwb = _norm_weight_tile(nw_ptr, k0 + BLOCK_K, K, PROLOGUE, BLOCK_K)
+            acc = _tile_step(acc, wb, xb, nwb, k0 + BLOCK_K, res_ptr, new_res_ptr, ms, m_ok, K, rstd,
+                             store_res_rows, dtype, PROLOGUE, HAS_RES, USE_DOT, BM, BLOCK_K, EMULATE_RNE)
     if not USE_DOT and BM == 1:
         acc = tl.sum(acc, axis=1)[None, :]
     if HAS_BIAS:
@@ -377,10 +400,12 @@ def m_bucket(m: int) -> int:
     return 1 if m <= 1 else triton.next_power_of_2(m)
 
 
-# Weight tiles a program loads before waiting for its input (1 to 4): with PDL mode 2 the
+# Weight tiles a program loads before waiting for its input (1 or 2): with PDL mode 2 the
 # GEMV after a chain of short kernels (rope, attention, a norm) is resident early, and two
-# tiles use more of that time (see triton_common.PDL_MODE).
+# tiles use more of that time (see triton_common.PDL_MODE; 3 and 4 measured slower).
 _PRELOAD_TILES = 2
+# Weight tiles the main loop (K past the preloaded tiles) keeps in flight per program (1 or 2).
+_LOOP_TILES = 1
 _MIN_PROGRAMS_PER_SM = 2  # M <= 2: 4-row programs only where there are this many per SM
 
 
@@ -548,7 +573,7 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, k:
         PROLOGUE=prologue, HAS_RES=residual is not None, HAS_BIAS=bias is not None,
         USE_DOT=cfg.use_dot, EMULATE_RNE=_INTERPRET, PDL=pdl, PRELOAD=_PRELOAD_TILES,
         ROPE=rope is not None, HEAD_DIM=head_dim, SILU_MUL=silu_mul,
-        ADD_RESIDUAL=add_residual is not None, SLOTS=SUMSQ_SLOTS,
+        ADD_RESIDUAL=add_residual is not None, SLOTS=SUMSQ_SLOTS, LOOP_TILES=_LOOP_TILES,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages, **pdl_launch_kwargs(pdl),
     )
     return out, new_res
