@@ -26,8 +26,7 @@ B="python -m titaninfer.bench"
 # Decode-latency A/B of tuning constants (benchmarks/with_overrides.py), one model per stage.
 K=titaninfer.kernels
 # A name starting "off" runs with TITANINFER_PDL=0.
-VARIANTS=("base|" "loop2|$K.skinny_gemm._LOOP_TILES=2" "presum|$K.skinny_gemm._PRESUMMED_PROLOGUE_MAX_WORK=1099511627776"
-          "both|$K.skinny_gemm._LOOP_TILES=2 $K.skinny_gemm._PRESUMMED_PROLOGUE_MAX_WORK=1099511627776")
+VARIANTS=("base|" "old|$K.skinny_gemm._LOOP2_MAX_PROGRAMS_PER_SM=0 $K.skinny_gemm._PRESUMMED_PROLOGUE_MAX_WORK=2097152")
 variant_step() {  # variant_step PREFIX TIMEOUT "NAME|OVERRIDES" MODULE ARGS...: step PREFIX-NAME
   local prefix=$1 t=$2 name=${3%%|*} ovr=${3#*|} pdl=1
   shift 3

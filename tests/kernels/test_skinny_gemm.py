@@ -4,6 +4,8 @@ products (elementwise and tl.dot), fp16/bf16."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -287,18 +289,18 @@ def test_weight_tiles_loaded_before_the_wait(preload, loop_tiles, k, device, poi
     import titaninfer.kernels.skinny_gemm as sg
 
     monkeypatch.setattr(sg, "_PRELOAD_TILES", preload)
-    monkeypatch.setattr(sg, "_LOOP_TILES", loop_tiles)
+    config = dataclasses.replace(SMALL, loop_tiles=loop_tiles)
     torch.manual_seed(k + preload)
     m, n, dtype = 1, 21, torch.bfloat16
     x = (torch.randn(m, k, device=device) * 3).to(dtype)
     w = (torch.randn(n, k, device=device) / k ** 0.5).to(dtype)
-    _assert_one_rounding(skinny_linear(x, w, config=SMALL), _matmul_ref(x, w, None))
+    _assert_one_rounding(skinny_linear(x, w, config=config), _matmul_ref(x, w, None))
     w2 = (torch.randn(2 * n, k, device=device) / k ** 0.5 * 3).to(dtype)
-    act = skinny_linear(x, w2, config=SMALL, silu_mul=True)
+    act = skinny_linear(x, w2, config=config, silu_mul=True)
     torch.testing.assert_close(act.float(), silu_and_mul_ref(_matmul_ref(x, w2, None)).float(), rtol=3 * 2**-7, atol=0.02)
     res = torch.randn(m, k, device=device).to(dtype)
     nw = (1 + torch.randn(k, device=device) * 0.1).to(dtype)
-    out, new_res = skinny_rmsnorm_linear(x, res, nw, 1e-6, w, None, config=SMALL)
+    out, new_res = skinny_rmsnorm_linear(x, res, nw, 1e-6, w, None, config=config)
     normed, ref_res = rms_norm_ref(x, nw, 1e-6, res)
     _assert_one_rounding(out, _matmul_ref(normed, w, None))
     assert torch.equal(new_res, ref_res)

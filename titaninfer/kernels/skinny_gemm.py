@@ -104,6 +104,7 @@ class SkinnyConfig:
     num_warps: int
     num_stages: int
     use_dot: bool = False
+    loop_tiles: int = 1  # weight tiles in flight per iteration of the main loop (1 or 2)
 
 
 @dataclass(frozen=True)
@@ -404,8 +405,14 @@ def m_bucket(m: int) -> int:
 # GEMV after a chain of short kernels (rope, attention, a norm) is resident early, and two
 # tiles use more of that time (see triton_common.PDL_MODE; 3 and 4 measured slower).
 _PRELOAD_TILES = 2
-# Weight tiles the main loop (K past the preloaded tiles) keeps in flight per program (1 or 2).
-_LOOP_TILES = 1
+# Two weight tiles in flight per loop iteration where the loop has at least two tiles and
+# the grid is at most this many programs per SM. Two tiles raise a program's registers
+# (64 -> 71-92 by epilogue), so fewer fit on an SM: it pays where every program is resident
+# anyway. Captured batch-1 step, H200, us, one call, two reps (graph_replay_time.py, at
+# b064538 with two tiles on every loop): TinyLlama (only its down projection loops: 512
+# programs, 6 tiles) 760.9 / 760.6 -> 737.6 / 738.1; Llama-3-8B (every projection loops;
+# 1,024-7,168 programs) 3,879 / 3,880 -> 4,175 / 4,175. 0: never.
+_LOOP2_MAX_PROGRAMS_PER_SM = 4
 _MIN_PROGRAMS_PER_SM = 2  # M <= 2: 4-row programs only where there are this many per SM
 
 
@@ -414,13 +421,17 @@ def pick_config(m: int, n: int, k: int, num_sms: int = DEFAULT_NUM_SMS) -> Skinn
 
     M = 1: 4 rows of W x 1024 columns per iteration (8 KiB per program in flight, thousands
     of programs), no software pipelining: the best or within a few % of it on the TinyLlama,
-    Llama-3-8B and Qwen3-0.6B projections. M >= 4: only the tl.dot form came near cuBLAS
+    Llama-3-8B and Qwen3-0.6B projections; two tiles per loop iteration where the grid is
+    one wave (`_LOOP2_MAX_PROGRAMS_PER_SM`). M >= 4: only the tl.dot form came near cuBLAS
     (it did not beat it), so the engine sends those batches to cuBLAS; these are fallbacks."""
     bm = m_bucket(m)
     block_k = min(1024, max(64, triton.next_power_of_2(k)))
     if bm <= 2:  # narrow outputs (N < 1056): 2 rows per program, to keep >= 2 programs per SM
         block_n = 4 if triton.cdiv(n, 4) >= _MIN_PROGRAMS_PER_SM * num_sms else 2
-        return SkinnyConfig(block_n=block_n, block_k=block_k, num_warps=4, num_stages=1)
+        loop_tiles = triton.cdiv(k, block_k) - _PRELOAD_TILES
+        one_wave = triton.cdiv(n, block_n) <= _LOOP2_MAX_PROGRAMS_PER_SM * num_sms
+        return SkinnyConfig(block_n=block_n, block_k=block_k, num_warps=4, num_stages=1,
+                            loop_tiles=2 if loop_tiles >= 2 and one_wave else 1)
     return SkinnyConfig(block_n=32, block_k=min(block_k, 128), num_warps=4, num_stages=3, use_dot=True)
 
 
@@ -449,7 +460,12 @@ def rmsnorm_prologue_pays(m: int, n: int, k: int) -> bool:
 
 # The same limit for the presummed prologue, which skips the pass for the sum of squares but
 # still normalises the whole row in every program (programs x K elements, after the wait).
-_PRESUMMED_PROLOGUE_MAX_WORK = 2 << 20
+# Since b064538 a program requests x and the sums together right after the wait and has its
+# norm weight tiles before it. Captured batch-1 step, H200, us, one call, two reps, the
+# prologue on every projection whose stream is summed vs up to 2M: TinyLlama (its gate_up,
+# 5.8M, gains it) 760.9 / 760.6 -> 752.9 / 752.5; Llama-3-8B (its qkv 6.3M and gate_up 29M)
+# 3,879 / 3,880 -> 3,901 / 3,902. Hence 6M; Qwen3-0.6B's projections are all below 2M.
+_PRESUMMED_PROLOGUE_MAX_WORK = 6_000_000
 
 
 def presummed_prologue_pays(m: int, n: int, k: int) -> bool:
@@ -573,7 +589,7 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, k:
         PROLOGUE=prologue, HAS_RES=residual is not None, HAS_BIAS=bias is not None,
         USE_DOT=cfg.use_dot, EMULATE_RNE=_INTERPRET, PDL=pdl, PRELOAD=_PRELOAD_TILES,
         ROPE=rope is not None, HEAD_DIM=head_dim, SILU_MUL=silu_mul,
-        ADD_RESIDUAL=add_residual is not None, SLOTS=SUMSQ_SLOTS, LOOP_TILES=_LOOP_TILES,
+        ADD_RESIDUAL=add_residual is not None, SLOTS=SUMSQ_SLOTS, LOOP_TILES=cfg.loop_tiles,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages, **pdl_launch_kwargs(pdl),
     )
     return out, new_res
