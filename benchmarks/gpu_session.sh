@@ -26,7 +26,8 @@ B="python -m titaninfer.bench"
 # Decode-latency A/B of tuning constants (benchmarks/with_overrides.py), one model per stage.
 K=titaninfer.kernels
 # A name starting "off" runs with TITANINFER_PDL=0.
-VARIANTS=("base|" "old|$K.skinny_gemm._LOOP2_MAX_PROGRAMS_PER_SM=0 $K.skinny_gemm._PRESUMMED_PROLOGUE_MAX_WORK=2097152")
+VARIANTS=("base|" "all|$K.skinny_gemm._LOOP2_SHAPES=((2560,2048),(2048,2048),(11264,2048),(32000,2048))"
+          "qkvo|$K.skinny_gemm._LOOP2_SHAPES=((2560,2048),(2048,2048))" "gateup|$K.skinny_gemm._LOOP2_SHAPES=((11264,2048),)" "lmhead|$K.skinny_gemm._LOOP2_SHAPES=((32000,2048),)")
 variant_step() {  # variant_step PREFIX TIMEOUT "NAME|OVERRIDES" MODULE ARGS...: step PREFIX-NAME
   local prefix=$1 t=$2 name=${3%%|*} ovr=${3#*|} pdl=1
   shift 3
@@ -98,7 +99,8 @@ for stage in "$@"; do case $stage in
   ablation-8b) ablation llama3-8b 45 ;;
   stub-tiny) ablation tinyllama-1.1b 40 "" "--stub attn" "--drop attn" ;;
   replay2-all) replay2 30 tinyllama-1.1b qwen3-0.6b llama3-8b ;;
-  replay2-tiny-8b-35) replay2 35 tinyllama-1.1b llama3-8b ;;  # 30 s: a first compile can pass 22
+  replay2-tiny-8b-35) replay2 35 tinyllama-1.1b llama3-8b ;;
+  replay2-tiny) replay2 30 tinyllama-1.1b ;;  # 30 s: a first compile can pass 22
   replay-8b) replay llama3-8b 35 ;;
   replay-qwen) replay qwen3-0.6b 30 ;;
   variants-tiny) variants tinyllama-1.1b 45 ;;

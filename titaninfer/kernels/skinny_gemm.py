@@ -413,6 +413,7 @@ _PRELOAD_TILES = 2
 # programs, 6 tiles) 760.9 / 760.6 -> 737.6 / 738.1; Llama-3-8B (every projection loops;
 # 1,024-7,168 programs) 3,879 / 3,880 -> 4,175 / 4,175. 0: never.
 _LOOP2_MAX_PROGRAMS_PER_SM = 4
+_LOOP2_SHAPES: tuple[tuple[int, int], ...] = ()  # EXPERIMENT: (n, k) compiled with two loop tiles regardless
 _MIN_PROGRAMS_PER_SM = 2  # M <= 2: 4-row programs only where there are this many per SM
 
 
@@ -431,7 +432,7 @@ def pick_config(m: int, n: int, k: int, num_sms: int = DEFAULT_NUM_SMS) -> Skinn
         loop_tiles = triton.cdiv(k, block_k) - _PRELOAD_TILES
         one_wave = triton.cdiv(n, block_n) <= _LOOP2_MAX_PROGRAMS_PER_SM * num_sms
         return SkinnyConfig(block_n=block_n, block_k=block_k, num_warps=4, num_stages=1,
-                            loop_tiles=2 if loop_tiles >= 2 and one_wave else 1)
+                            loop_tiles=2 if (loop_tiles >= 2 and one_wave) or (n, k) in _LOOP2_SHAPES else 1)
     return SkinnyConfig(block_n=32, block_k=min(block_k, 128), num_warps=4, num_stages=3, use_dot=True)
 
 
