@@ -26,8 +26,7 @@ B="python -m titaninfer.bench"
 # Decode-latency A/B of tuning constants (benchmarks/with_overrides.py), one model per stage.
 K=titaninfer.kernels
 # A name starting "off" runs with TITANINFER_PDL=0.
-VARIANTS=("base|" "all|$K.skinny_gemm._LOOP2_SHAPES=((2560,2048),(2048,2048),(11264,2048),(32000,2048))"
-          "qkvo|$K.skinny_gemm._LOOP2_SHAPES=((2560,2048),(2048,2048))" "gateup|$K.skinny_gemm._LOOP2_SHAPES=((11264,2048),)" "lmhead|$K.skinny_gemm._LOOP2_SHAPES=((32000,2048),)")
+VARIANTS=("base|" "loop1|$K.skinny_gemm._LOOP2_MAX_PROGRAMS_PER_SM=0")
 variant_step() {  # variant_step PREFIX TIMEOUT "NAME|OVERRIDES" MODULE ARGS...: step PREFIX-NAME
   local prefix=$1 t=$2 name=${3%%|*} ovr=${3#*|} pdl=1
   shift 3

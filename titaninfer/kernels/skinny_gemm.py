@@ -405,15 +405,19 @@ def m_bucket(m: int) -> int:
 # GEMV after a chain of short kernels (rope, attention, a norm) is resident early, and two
 # tiles use more of that time (see triton_common.PDL_MODE; 3 and 4 measured slower).
 _PRELOAD_TILES = 2
-# Two weight tiles in flight per loop iteration where the loop has at least two tiles and
-# the grid is at most this many programs per SM. Two tiles raise a program's registers
-# (64 -> 71-92 by epilogue), so fewer fit on an SM: it pays where every program is resident
-# anyway. Captured batch-1 step, H200, us, one call, two reps (graph_replay_time.py, at
-# b064538 with two tiles on every loop): TinyLlama (only its down projection loops: 512
-# programs, 6 tiles) 760.9 / 760.6 -> 737.6 / 738.1; Llama-3-8B (every projection loops;
-# 1,024-7,168 programs) 3,879 / 3,880 -> 4,175 / 4,175. 0: never.
-_LOOP2_MAX_PROGRAMS_PER_SM = 4
-_LOOP2_SHAPES: tuple[tuple[int, int], ...] = ()  # EXPERIMENT: (n, k) compiled with two loop tiles regardless
+# Two weight tiles per loop iteration for grids of at most this many programs per SM (all
+# resident at once). Besides keeping two tiles in flight in the loop, that raises the
+# kernel's registers (64 -> 71-92 by epilogue) so that at most 6-7 of its programs fit on
+# an SM instead of 8, which spreads a small grid over more SMs; the code around the PDL wait
+# is the same instruction for instruction (SASS compared). Captured batch-1 step, H200, us,
+# two reps each (graph_replay_time.py):
+#   b064538, two tiles on every projection: TinyLlama 760.9 / 760.6 -> 737.6 / 738.1;
+#   Llama-3-8B (1,024-7,168 programs per projection) 3,879 / 3,880 -> 4,175 / 4,175.
+#   3a4aadc, TinyLlama, from two tiles on its down projection only (512 programs, the one
+#   whose loop is not empty; 743.3 us): + qkv and o (640 / 512 programs, empty loop) 726.9 /
+#   726.4; + gate_up (2,816) 740.8 / 740.3; + LM head (8,000) 742.8 / 742.5; all 730.4 / 729.4.
+# So: grids up to 5 programs per SM, loop or not. 0: never.
+_LOOP2_MAX_PROGRAMS_PER_SM = 5
 _MIN_PROGRAMS_PER_SM = 2  # M <= 2: 4-row programs only where there are this many per SM
 
 
@@ -429,10 +433,9 @@ def pick_config(m: int, n: int, k: int, num_sms: int = DEFAULT_NUM_SMS) -> Skinn
     block_k = min(1024, max(64, triton.next_power_of_2(k)))
     if bm <= 2:  # narrow outputs (N < 1056): 2 rows per program, to keep >= 2 programs per SM
         block_n = 4 if triton.cdiv(n, 4) >= _MIN_PROGRAMS_PER_SM * num_sms else 2
-        loop_tiles = triton.cdiv(k, block_k) - _PRELOAD_TILES
         one_wave = triton.cdiv(n, block_n) <= _LOOP2_MAX_PROGRAMS_PER_SM * num_sms
         return SkinnyConfig(block_n=block_n, block_k=block_k, num_warps=4, num_stages=1,
-                            loop_tiles=2 if (loop_tiles >= 2 and one_wave) or (n, k) in _LOOP2_SHAPES else 1)
+                            loop_tiles=2 if one_wave else 1)
     return SkinnyConfig(block_n=32, block_k=min(block_k, 128), num_warps=4, num_stages=3, use_dot=True)
 
 
