@@ -26,7 +26,7 @@ B="python -m titaninfer.bench"
 # Decode-latency A/B of tuning constants (benchmarks/with_overrides.py), one model per stage.
 K=titaninfer.kernels
 # A name starting "off" runs with TITANINFER_PDL=0.
-VARIANTS=("base|" "split1024|$K.decode_attention._MIN_TOKENS_PER_SPLIT=1024" "split4096|$K.decode_attention._MIN_TOKENS_PER_SPLIT=4096")
+VARIANTS=("base|" "split128|$K.decode_attention._MIN_TOKENS_PER_SPLIT=128" "split64|$K.decode_attention._MIN_TOKENS_PER_SPLIT=64")
 variant_step() {  # variant_step PREFIX TIMEOUT "NAME|OVERRIDES" MODULE ARGS...: step PREFIX-NAME
   local prefix=$1 t=$2 name=${3%%|*} ovr=${3#*|} pdl=1
   shift 3
@@ -99,7 +99,8 @@ for stage in "$@"; do case $stage in
   stub-tiny) ablation tinyllama-1.1b 40 "" "--stub attn" "--drop attn" ;;
   replay2-all) replay2 30 tinyllama-1.1b qwen3-0.6b llama3-8b ;;
   replay2-tiny-8b-35) replay2 35 tinyllama-1.1b llama3-8b ;;
-  replay2-tiny) replay2 30 tinyllama-1.1b ;;  # 30 s: a first compile can pass 22
+  replay2-tiny) replay2 30 tinyllama-1.1b ;;
+  replay-tiny-20) replay tinyllama-1.1b 20 ;;  # 30 s: a first compile can pass 22
   replay-8b) replay llama3-8b 35 ;;
   replay-qwen) replay qwen3-0.6b 30 ;;
   variants-tiny) variants tinyllama-1.1b 45 ;;
