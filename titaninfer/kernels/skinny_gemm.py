@@ -293,6 +293,8 @@ def _skinny_gemm_kernel(
     ROPE: tl.constexpr, HEAD_DIM: tl.constexpr, SILU_MUL: tl.constexpr,
     ADD_RESIDUAL: tl.constexpr, SLOTS: tl.constexpr, LOOP_TILES: tl.constexpr,
 ):
+    tl.static_assert(PRELOAD == 1 or PRELOAD == 2, "PRELOAD: 1 or 2 weight tiles before the wait")
+    tl.static_assert(LOOP_TILES == 1 or LOOP_TILES == 2, "LOOP_TILES: 1 or 2 weight tiles per iteration")
     pid = tl.program_id(0)
     lanes = tl.arange(0, BLOCK_N)
     rows = _output_rows(pid, lanes, q_size + kv_size, gate_size, BLOCK_N, ROPE, HEAD_DIM, SILU_MUL)  # rows of W
@@ -407,7 +409,7 @@ def m_bucket(m: int) -> int:
 _PRELOAD_TILES = 2
 # Two weight tiles per loop iteration for grids of at most this many programs per SM (all
 # resident at once). Besides keeping two tiles in flight in the loop, that raises the
-# kernel's registers (64 -> 71-92 by epilogue) so that at most 6-7 of its programs fit on
+# kernel's registers (64 -> 71-92 by epilogue) so that at most 5-7 of its programs fit on
 # an SM instead of 8, which spreads a small grid over more SMs; the code around the PDL wait
 # is the same instruction for instruction (SASS compared). Captured batch-1 step, H200, us,
 # two reps each (graph_replay_time.py):
