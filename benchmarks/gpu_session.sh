@@ -80,7 +80,6 @@ for stage in "$@"; do case $stage in
   kernels) step pytest-kernels-gpu 90 python -m pytest -q -m gpu tests/kernels ;;
   kernels-all) step pytest-kernels-all-gpu 280 python -m pytest -q tests/kernels ;;
   e2e-long) step pytest-e2e-gpu 300 python -m pytest -q -s -m gpu tests/e2e/test_gpu.py ;;
-  e2e-180) step pytest-e2e-gpu 180 python -m pytest -q -s -m gpu tests/e2e/test_gpu.py ;;
   skinny-tests) step pytest-skinny-gpu 150 python -m pytest -q tests/kernels/test_skinny_gemm.py ;;
   skinny-sweep) step skinny-sweep 200 python benchmarks/skinny_sweep.py --budget-s 140 --json "$OUT/skinny-sweep.json" ;;
   latency-ab) step latency-skinny 75 $B latency --engines titaninfer --no-progress \
@@ -94,13 +93,11 @@ for stage in "$@"; do case $stage in
   replay-tiny) replay tinyllama-1.1b 30 ;;
   ablation-tiny) ablation tinyllama-1.1b 45 ;;
   replay2-qwen) replay2 30 qwen3-0.6b ;;
-  replay2-tiny-8b) replay2 30 tinyllama-1.1b llama3-8b ;;
+  replay2-tiny-8b) replay2 35 tinyllama-1.1b llama3-8b ;;
   ablation-8b) ablation llama3-8b 45 ;;
   stub-tiny) ablation tinyllama-1.1b 40 "" "--stub attn" "--drop attn" ;;
-  replay2-all) replay2 30 tinyllama-1.1b qwen3-0.6b llama3-8b ;;
-  replay2-tiny-8b-35) replay2 35 tinyllama-1.1b llama3-8b ;;
+  replay2-all) replay2 30 tinyllama-1.1b qwen3-0.6b llama3-8b ;;  # 30 s: a first compile can pass 22
   replay2-tiny) replay2 30 tinyllama-1.1b ;;
-  replay-tiny-20) replay tinyllama-1.1b 20 ;;  # 30 s: a first compile can pass 22
   replay-8b) replay llama3-8b 35 ;;
   replay-qwen) replay qwen3-0.6b 30 ;;
   variants-tiny) variants tinyllama-1.1b 45 ;;
