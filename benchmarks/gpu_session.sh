@@ -26,7 +26,7 @@ B="python -m titaninfer.bench"
 # Decode-latency A/B of tuning constants (benchmarks/with_overrides.py), one model per stage.
 K=titaninfer.kernels
 # A name starting "off" runs with TITANINFER_PDL=0.
-VARIANTS=("base|" "loop1|$K.skinny_gemm._LOOP2_MAX_PROGRAMS_PER_SM=0")
+VARIANTS=("base|" "split64|$K.decode_attention._MIN_TOKENS_PER_SPLIT=64")
 variant_step() {  # variant_step PREFIX TIMEOUT "NAME|OVERRIDES" MODULE ARGS...: step PREFIX-NAME
   local prefix=$1 t=$2 name=${3%%|*} ovr=${3#*|} pdl=1
   shift 3
@@ -98,6 +98,7 @@ for stage in "$@"; do case $stage in
   stub-tiny) ablation tinyllama-1.1b 40 "" "--stub attn" "--drop attn" ;;
   replay2-all) replay2 30 tinyllama-1.1b qwen3-0.6b llama3-8b ;;  # 30 s: a first compile can pass 22
   replay2-tiny) replay2 30 tinyllama-1.1b ;;
+  replay2-tiny-qwen) replay2 30 tinyllama-1.1b qwen3-0.6b ;;
   replay-8b) replay llama3-8b 35 ;;
   replay-qwen) replay qwen3-0.6b 30 ;;
   variants-tiny) variants tinyllama-1.1b 45 ;;
@@ -141,6 +142,13 @@ for stage in "$@"; do case $stage in
              --model dummy:llama3-8b --out "$OUT/packs/offline-8b" --results-dir "$RESULTS" ;;
   profile-tiny) step profile-tiny 120 python -m titaninfer profile --model dummy:tinyllama-1.1b -n 1 \
              --input-len 128 --output-len 64 --steps 20 --out "$OUT/profile-tiny" ;;
+  # Each kernel's share of the step's critical path under PDL (benchmarks/critical_path.py).
+  trace-tiny) step trace-tiny 120 python -m titaninfer profile --pdl --model dummy:tinyllama-1.1b -n 1 \
+             --input-len 128 --output-len 64 --steps 20 --out "$OUT/trace-tiny" ;
+             step critical-path-tiny 30 python benchmarks/critical_path.py "$OUT/trace-tiny/trace.json" ;;
+  trace-8b) step trace-8b 150 python -m titaninfer profile --pdl --model dummy:llama3-8b -n 1 \
+             --input-len 128 --output-len 64 --steps 20 --out "$OUT/trace-8b" ;
+             step critical-path-8b 30 python benchmarks/critical_path.py "$OUT/trace-8b/trace.json" ;;
   profile-8b) step profile-8b 150 python -m titaninfer profile --model dummy:llama3-8b -n 1 \
              --input-len 128 --output-len 64 --steps 20 --out "$OUT/profile-8b" ;;
   profile-qwen) step profile-qwen-b256 150 python -m titaninfer profile --model dummy:qwen3-0.6b -n 256 \
