@@ -149,6 +149,11 @@ for stage in "$@"; do case $stage in
   trace-8b) step trace-8b 150 python -m titaninfer profile --pdl --model dummy:llama3-8b -n 1 \
              --input-len 128 --output-len 64 --steps 20 --out "$OUT/trace-8b" ;
              step critical-path-8b 30 python benchmarks/critical_path.py "$OUT/trace-8b/trace.json" ;;
+  # Per-program timestamps inside the captured step (benchmarks/kernel_trace.py).
+  ktrace-tiny) step ktrace-tiny 120 python -m benchmarks.kernel_trace --model dummy:tinyllama-1.1b \
+             --json "$OUT/ktrace-tiny.json" ;;
+  ktrace-8b) step ktrace-8b 150 python -m benchmarks.kernel_trace --model dummy:llama3-8b --json "$OUT/ktrace-8b.json" ;;
+  ktrace-test) step pytest-ktrace-gpu 90 python -m pytest -q -m gpu tests/kernels/test_skinny_gemm.py -k kernel_trace ;;
   profile-8b) step profile-8b 150 python -m titaninfer profile --model dummy:llama3-8b -n 1 \
              --input-len 128 --output-len 64 --steps 20 --out "$OUT/profile-8b" ;;
   profile-qwen) step profile-qwen-b256 150 python -m titaninfer profile --model dummy:qwen3-0.6b -n 256 \

@@ -377,3 +377,25 @@ def test_rope_epilogue_rejects_what_it_cannot_fuse(device):
         skinny_linear(x, w[:24], b[:24], rope=rope)
     with pytest.raises(ValueError, match="cos_sin_cache"):
         skinny_linear(x, w, b, rope=RopeKVStore(positions, cos_sin.double(), cache, cache, slots, 16, 8))
+
+
+@gpu
+@pytest.mark.gpu
+def test_kernel_trace_stamps_each_program_in_order(monkeypatch):
+    """With a KernelTrace active, every program stores start <= after-wait <= end (GPU
+    nanoseconds), and the output is the untraced kernel's, bit for bit."""
+    from titaninfer.kernels import triton_common
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.randn(1, 2048, generator=g, device="cuda").bfloat16()
+    w = torch.randn(2560, 2048, generator=g, device="cuda").bfloat16()
+    plain = skinny_linear(x, w)
+    trace = triton_common.KernelTrace(torch.device("cuda"))
+    monkeypatch.setattr(triton_common, "active_trace", trace)
+    traced = skinny_linear(x, w)
+    torch.cuda.synchronize()
+    assert torch.equal(traced, plain)
+    (name, off, programs, n), = trace.records
+    s = trace.buffer[off:off + programs * n].view(programs, n).cpu()
+    assert name == "gemv" and programs == -(-2560 // pick_config(1, 2560, 2048).block_n)
+    assert bool((s > 0).all()) and bool((s[:, 0] <= s[:, 1]).all()) and bool((s[:, 1] <= s[:, 2]).all())

@@ -49,6 +49,8 @@ from titaninfer.kernels.triton_common import (
     pdl_launch_kwargs,
     pdl_mode,
     round_to,
+    stamp,
+    trace_slot,
     zeroed_counters,
 )
 
@@ -99,19 +101,24 @@ def _attend_tile(q, k, v, n_ok, m_i, l_i, acc, qk_scale_log2, DOT_DTYPE: tl.cons
 # Block-table width changes with the longest sequence in eager steps: not specialised.
 @triton.jit(do_not_specialize=["seq_lens_ptr", "bt_ptr", "bt_s0"])
 def _decode_split_kernel(
-    q_ptr, kc_ptr, vc_ptr, seq_lens_ptr, bt_ptr, out_ptr, part_o_ptr, part_lse_ptr, ticket_ptr,
+    q_ptr, kc_ptr, vc_ptr, seq_lens_ptr, bt_ptr, out_ptr, part_o_ptr, part_lse_ptr, ticket_ptr, trace_ptr,
     qk_scale_log2,
     q_s0, q_s1, kc_s0, kc_s1, kc_s2, vc_s0, vc_s1, vc_s2, bt_s0, o_s0, o_s1,
     num_q_heads,
     GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
     KV_BLOCK: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr, MERGE_CHUNK: tl.constexpr,
     DOT_DTYPE: tl.constexpr, EMULATE_RNE: tl.constexpr, PDL: tl.constexpr, PRELOAD: tl.constexpr,
+    TRACE: tl.constexpr = False,
 ):
-    if not PRELOAD:
-        await_producer(PDL)
     b = tl.program_id(0)
     kvh = tl.program_id(1)
     split = tl.program_id(2)
+    # Trace stamps: start, after the wait, partial output computed, ticket taken, merged.
+    prog = (b * tl.num_programs(1) + kvh) * NUM_SPLITS + split
+    stamp(trace_ptr, prog, 0, prog, 5, TRACE)
+    if not PRELOAD:
+        await_producer(PDL)
+        stamp(trace_ptr, prog, 1, prog, 5, TRACE)
     seq_len = tl.load(seq_lens_ptr + b)  # a step input: no kernel of the step writes it
     # Equal, BLOCK_N-aligned ranges of this sequence's own length: short sequences leave
     # trailing splits empty instead of giving every split a sliver.
@@ -136,6 +143,7 @@ def _decode_split_kernel(
         k = tl.load(k_ptrs, mask=old[:, None], other=0.0)
         v = tl.load(v_ptrs, mask=old[:, None], other=0.0)
         await_producer(PDL)  # q and this step's K/V are written by the kernel before
+        stamp(trace_ptr, prog, 1, prog, 5, TRACE)
         new = n_ok & (n == seq_len - 1)  # one row, its address known: one round trip, beside q's
         k = tl.where(new[:, None], tl.load(k_ptrs, mask=new[:, None], other=0.0), k)
         v = tl.where(new[:, None], tl.load(v_ptrs, mask=new[:, None], other=0.0), v)
@@ -161,6 +169,8 @@ def _decode_split_kernel(
 
     has = l_i > 0.0  # false only for an empty range (seq_len 0 or a trailing split)
     o = acc / tl.where(has, l_i, 1.0)[:, None]
+    if TRACE:
+        stamp(trace_ptr, prog, 2, tl.sum(tl.sum(o, 1), 0).to(tl.int32, bitcast=True), 5, TRACE)
     if NUM_SPLITS == 1:
         dst = out_ptr + b.to(tl.int64) * o_s0 + heads[:, None] * o_s1 + d[None, :]
         tl.store(dst, round_to(o, out_ptr.dtype.element_ty, EMULATE_RNE), mask=g_ok[:, None])
@@ -170,23 +180,27 @@ def _decode_split_kernel(
         lse = tl.where(has, m_i + tl.log2(tl.where(has, l_i, 1.0)), float("-inf"))
         tl.store(part_lse_ptr + first + split, lse, mask=g_ok)
         _take_ticket_and_merge(part_o_ptr, part_lse_ptr, out_ptr, ticket_ptr, first, seq_len, per_split,
-                               b, kvh, heads, g_ok, d, o_s0, o_s1,
-                               NUM_SPLITS, MERGE_CHUNK, GROUP_PAD, HEAD_DIM, EMULATE_RNE)
+                               b, kvh, heads, g_ok, d, o_s0, o_s1, trace_ptr, prog,
+                               NUM_SPLITS, MERGE_CHUNK, GROUP_PAD, HEAD_DIM, EMULATE_RNE, TRACE)
 
 
 @triton.jit
 def _take_ticket_and_merge(part_o_ptr, part_lse_ptr, out_ptr, ticket_ptr, first, seq_len, per_split,
-                           b, kvh, heads, g_ok, d, o_s0, o_s1,
+                           b, kvh, heads, g_ok, d, o_s0, o_s1, trace_ptr, prog,
                            NUM_SPLITS: tl.constexpr, MERGE_CHUNK: tl.constexpr, GROUP_PAD: tl.constexpr,
-                           HEAD_DIM: tl.constexpr, EMULATE_RNE: tl.constexpr):
+                           HEAD_DIM: tl.constexpr, EMULATE_RNE: tl.constexpr, TRACE: tl.constexpr):
     """After this program's partial stores: count it in; the last split of (b, kvh) merges."""
     ticket_at = ticket_ptr + b * tl.num_programs(1) + kvh
-    if last_to_arrive(ticket_at, NUM_SPLITS):
+    last = last_to_arrive(ticket_at, NUM_SPLITS)
+    stamp(trace_ptr, prog, 3, last.to(tl.int32), 5, TRACE)
+    if last:
         # Splits past the context are empty (weight 0): merge only the filled ones.
         n_filled = tl.where(per_split > 0, tl.cdiv(seq_len, tl.maximum(per_split, 1)), 0)
-        _merge_splits(part_o_ptr, part_lse_ptr, out_ptr, first, n_filled, b, heads, g_ok, d, o_s0, o_s1,
-                      GROUP_PAD, HEAD_DIM, MERGE_CHUNK, EMULATE_RNE)
+        merged = _merge_splits(part_o_ptr, part_lse_ptr, out_ptr, first, n_filled, b, heads, g_ok, d, o_s0, o_s1,
+                               GROUP_PAD, HEAD_DIM, MERGE_CHUNK, EMULATE_RNE)
         tl.store(ticket_at, 0)  # zero again for the next layer / step
+        if TRACE:
+            stamp(trace_ptr, prog, 4, tl.sum(tl.sum(merged, 1), 0).to(tl.int32, bitcast=True), 5, TRACE)
 
 
 @triton.jit
@@ -218,6 +232,7 @@ def _merge_splits(part_o_ptr, part_lse_ptr, out_ptr, first, n_filled, b, heads, 
     res = acc / tl.where(denom > 0.0, denom, 1.0)[:, None]
     dst = out_ptr + b.to(tl.int64) * o_s0 + heads[:, None] * o_s1 + d[None, :]
     tl.store(dst, round_to(res, out_ptr.dtype.element_ty, EMULATE_RNE), mask=g_ok[:, None])
+    return res
 
 
 def choose_num_splits(batch: int, num_kv_heads: int, max_context: int, num_sms: int) -> int:
@@ -293,8 +308,9 @@ def paged_decode_attention(
         part_o = part_lse = tickets = out  # never touched: the kernel writes `out` directly
     pdl = pdl_mode(q.device)
     preload = PRELOAD_FIRST_TILE and b * hk * num_splits <= device_sms(q.device)
+    trace, traced = trace_slot("attn", b * hk * num_splits, 5, out)
     _decode_split_kernel[(b, hk, num_splits)](
-        q, k_cache, v_cache, seq_lens, block_tables, out, part_o, part_lse, tickets,
+        q, k_cache, v_cache, seq_lens, block_tables, out, part_o, part_lse, tickets, trace,
         scale * 1.4426950408889634,  # log2(e): softmax in base 2 (exp2 is one instruction)
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), block_tables.stride(0),
@@ -303,7 +319,7 @@ def paged_decode_attention(
         KV_BLOCK=kv_block, BLOCK_N=block_n, NUM_SPLITS=num_splits,
         MERGE_CHUNK=min(triton.next_power_of_2(num_splits), max(1, _MERGE_TILE // (group_pad * d))),
         DOT_DTYPE=dot_dtype, EMULATE_RNE=_INTERPRET, PDL=pdl,
-        PRELOAD=preload,
+        PRELOAD=preload, TRACE=traced,
         num_warps=num_warps, num_stages=num_stages, **pdl_launch_kwargs(pdl),
     )
     return out

@@ -78,7 +78,9 @@ from titaninfer.kernels.triton_common import (
     pdl_mode,
     rms_rstd,
     round_to,
+    stamp,
     sum_squares,
+    trace_slot,
 )
 from titaninfer.kernels.triton_common import INTERPRET as _INTERPRET
 
@@ -286,16 +288,17 @@ def _skinny_gemm_kernel(
     M, N, K, x_stride, eps,
     pos_ptr, cs_ptr, cs_s0, slot_ptr, kc_ptr, vc_ptr, kc_s0, kc_s1, kc_s2, vc_s0, vc_s1, vc_s2, kv_block,
     q_size, kv_size, gate_size,
-    sq_in_ptr, add_ptr, sq_out_ptr,
+    sq_in_ptr, add_ptr, sq_out_ptr, trace_ptr,
     BM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     PROLOGUE: tl.constexpr, HAS_RES: tl.constexpr, HAS_BIAS: tl.constexpr,
     USE_DOT: tl.constexpr, EMULATE_RNE: tl.constexpr, PDL: tl.constexpr, PRELOAD: tl.constexpr,
     ROPE: tl.constexpr, HEAD_DIM: tl.constexpr, SILU_MUL: tl.constexpr,
-    ADD_RESIDUAL: tl.constexpr, SLOTS: tl.constexpr, LOOP_TILES: tl.constexpr,
+    ADD_RESIDUAL: tl.constexpr, SLOTS: tl.constexpr, LOOP_TILES: tl.constexpr, TRACE: tl.constexpr = False,
 ):
     tl.static_assert(PRELOAD == 1 or PRELOAD == 2, "PRELOAD: 1 or 2 weight tiles before the wait")
     tl.static_assert(LOOP_TILES == 1 or LOOP_TILES == 2, "LOOP_TILES: 1 or 2 weight tiles per iteration")
     pid = tl.program_id(0)
+    stamp(trace_ptr, pid, 0, pid, 3, TRACE)  # stamps: start, after the wait, end
     lanes = tl.arange(0, BLOCK_N)
     rows = _output_rows(pid, lanes, q_size + kv_size, gate_size, BLOCK_N, ROPE, HEAD_DIM, SILU_MUL)  # rows of W
     if SILU_MUL:  # lane l's gate/up pair: pid * BLOCK_N/2 + l % (BLOCK_N/2), real below gate_size
@@ -318,6 +321,7 @@ def _skinny_gemm_kernel(
         w1 = _weight_tile(w_rows, n_ok, BLOCK_K, K, BLOCK_K)
         nw1 = _norm_weight_tile(nw_ptr, BLOCK_K, K, PROLOGUE, BLOCK_K)
     await_producer(PDL)
+    stamp(trace_ptr, pid, 1, pid, 3, TRACE)
     # Everything this program needs from the kernel before is requested at once, so the
     # wait is followed by one L2 round trip, not one per dependent load: x's tiles for the
     # preloaded weights, the stream to add, the sums of squares.
@@ -396,6 +400,8 @@ def _skinny_gemm_kernel(
     else:
         out_offs = ms[:, None] * N + rows[None, :]
         tl.store(out_ptr + out_offs, round_to(acc, dtype, EMULATE_RNE), mask=m_ok[:, None] & n_ok[None, :])
+    if TRACE:
+        stamp(trace_ptr, pid, 2, tl.sum(tl.sum(acc, 1), 0).to(tl.int32, bitcast=True), 3, TRACE)
 
 
 def m_bucket(m: int) -> int:
@@ -577,6 +583,7 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, k:
     bm = max(16, m_bucket(m)) if cfg.use_dot else m_bucket(m)
     grid = (triton.cdiv(n // 2, cfg.block_n // 2),) if silu_mul else (triton.cdiv(n, cfg.block_n),)
     pdl = pdl_mode(x.device)
+    trace, traced = trace_slot("gemv", grid[0], 3, x)
     if rope is not None:
         kc, vc = rope.k_cache, rope.v_cache
         rope_args = (rope.positions, rope.cos_sin_cache, rope.cos_sin_cache.stride(0), rope.slot_mapping, kc, vc,
@@ -590,12 +597,12 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, k:
         new_res if new_res is not None else out,
         m, n, k, x.stride(0), float(eps), *rope_args, n // 2,
         sumsq if sumsq is not None else x, add_residual if add_residual is not None else x,
-        sumsq_out if sumsq_out is not None else x,
+        sumsq_out if sumsq_out is not None else x, trace,
         BM=bm, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
         PROLOGUE=prologue, HAS_RES=residual is not None, HAS_BIAS=bias is not None,
         USE_DOT=cfg.use_dot, EMULATE_RNE=_INTERPRET, PDL=pdl, PRELOAD=_PRELOAD_TILES,
         ROPE=rope is not None, HEAD_DIM=head_dim, SILU_MUL=silu_mul,
-        ADD_RESIDUAL=add_residual is not None, SLOTS=SUMSQ_SLOTS, LOOP_TILES=cfg.loop_tiles,
+        ADD_RESIDUAL=add_residual is not None, SLOTS=SUMSQ_SLOTS, LOOP_TILES=cfg.loop_tiles, TRACE=traced,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages, **pdl_launch_kwargs(pdl),
     )
     return out, new_res

@@ -169,3 +169,51 @@ def zeroed_counters(device: torch.device, n: int, owner: str) -> torch.Tensor:
             _retired_counters.append(buf)
         buf = _counters[key] = torch.zeros(max(n, _MIN_COUNTERS), dtype=torch.int32, device=device)
     return buf
+
+
+# Kernel timelines (benchmarks/kernel_trace.py). A traced kernel stores the GPU's global
+# nanosecond timer at a few points of each program (start, after its PDL wait, ...) into a
+# slot of the active `KernelTrace`; with no trace active it compiles without them
+# (TRACE=False), so the engine's kernels are unchanged.
+@triton.jit
+def stamp(trace_ptr, program, i, after, NSTAMPS: tl.constexpr, TRACE: tl.constexpr):
+    """With TRACE: trace_ptr[program * NSTAMPS + i] = %globaltimer, read once `after` (an
+    int32 the caller derives from the work to time) exists, so it cannot move before it."""
+    if TRACE:
+        t = tl.inline_asm_elementwise("mov.u64 $0, %globaltimer;", "=l,r", [after], dtype=tl.int64,
+                                      is_pure=False, pack=1)
+        tl.store(trace_ptr + program * NSTAMPS + i, t)
+
+
+class KernelTrace:
+    """A device buffer of per-program timestamps and, in launch order, which kernel wrote
+    which part: records of (name, offset, programs, stamps per program)."""
+
+    def __init__(self, device: torch.device, capacity: int = 1 << 22) -> None:
+        self.buffer = torch.zeros(capacity, dtype=torch.int64, device=device)
+        self.records: list[tuple[str, int, int, int]] = []
+        self.used = 0
+
+    def reset(self) -> None:
+        self.records.clear()
+        self.used = 0
+
+    def take(self, name: str, programs: int, stamps: int) -> torch.Tensor:
+        need = programs * stamps
+        if self.used + need > self.buffer.numel():
+            raise RuntimeError(f"KernelTrace: {self.buffer.numel()} stamps are not enough")
+        self.records.append((name, self.used, programs, stamps))
+        view = self.buffer[self.used:self.used + need]
+        self.used += need
+        return view
+
+
+active_trace: KernelTrace | None = None
+
+
+def trace_slot(name: str, programs: int, stamps: int, placeholder: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """(where a kernel launch stores its stamps, TRACE): a slot of `active_trace`, or the
+    placeholder (never written) and False when no trace is active."""
+    if active_trace is None:
+        return placeholder, False
+    return active_trace.take(name, programs, stamps), True

@@ -1,0 +1,145 @@
+"""Inside a captured decode step: when each kernel's programs start, get past their PDL
+wait and finish, from %globaltimer stamps the traced kernels store (skinny GEMV: start,
+after the wait, end; decode attention: start, after the wait, partial output computed,
+ticket taken, merged). See `triton_common.KernelTrace`.
+
+Captures its own batch-1 graph of the engine's decode step with tracing on, replays it,
+and prints per kernel of a layer (medians over layers and replays, us):
+
+    gap      first program past its wait  - previous kernel's last end stamp
+    span     last end stamp - first program past its wait
+    delta    last end stamp - previous kernel's last end stamp (its share of the step)
+    early    programs that started before the first one was released (resident early)
+    attention only: wait->computed (median of filled splits), computed->ticket, ticket->merged
+
+    python benchmarks/kernel_trace.py --model dummy:tinyllama-1.1b [--context 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from collections import defaultdict
+
+import numpy as np
+import torch
+
+from titaninfer import LLM
+from titaninfer.kernels import triton_common
+from titaninfer.runner.cuda_graph import capture_graph
+
+# Stamp indices, as the kernels store them.
+START, WAITED, END = 0, 1, 2
+A_COMPUTED, A_TICKET, A_MERGED = 2, 3, 4
+
+
+def kernel_rows(records: list[tuple[str, int, int, int]], stamps: np.ndarray) -> list[dict]:
+    """Per traced launch: its name and timings (ns, absolute) from one replay's stamps."""
+    rows = []
+    for name, off, programs, n in records:
+        s = stamps[off:off + programs * n].reshape(programs, n).astype(np.float64)
+        waited = s[:, WAITED]
+        row = {"name": name, "start_min": s[:, START].min(), "released": waited.min(),
+               "waited_max": waited.max(),
+               "end": s[:, END].max() if name == "gemv" else max(s[:, A_COMPUTED:].max(), 0),
+               "early": float((s[:, START] < waited.min()).mean())}
+        if name == "attn":
+            filled = s[:, A_COMPUTED] > 0
+            row["compute"] = float(np.median(s[filled, A_COMPUTED] - s[filled, WAITED]))
+            row["ticket"] = float(np.median(s[filled, A_TICKET] - s[filled, A_COMPUTED]))
+            merged = s[:, A_MERGED] > 0
+            row["merge"] = float(np.median(s[merged, A_MERGED] - s[merged, A_TICKET])) if merged.any() else 0.0
+        rows.append(row)
+    return rows
+
+
+def layer_labels(names: list[str]) -> list[str]:
+    attn = [i for i, n in enumerate(names) if n == "attn"]
+    if len(attn) < 2:
+        return names
+    period = attn[1] - attn[0]
+    start = attn[0] - ((attn[0]) % period)
+    end = start + period * len(attn)
+    return [f"layer[{(i - start) % period}] {n}" if start <= i < end else f"post {n}" for i, n in enumerate(names)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="dummy:tinyllama-1.1b")
+    ap.add_argument("--context", type=int, default=256)
+    ap.add_argument("--replays", type=int, default=30)
+    ap.add_argument("--json", default=None, help="write the per-launch rows of every replay here")
+    args = ap.parse_args()
+    llm = LLM(args.model, max_num_seqs=8, gpu_memory_utilization=0.5)
+    graphs = llm.engine.runner.graphs
+    if graphs is None:
+        raise SystemExit("kernel_trace: needs CUDA graphs on a GPU")
+    blocks = -(-(args.context + 1) // graphs.block_size)
+    tables = torch.arange(blocks, dtype=torch.int32, device=graphs.device).view(1, blocks)
+    graphs.block_tables[:1, :blocks] = tables
+    graphs.seq_lens[:1] = args.context + 1
+    graphs.positions[:1] = args.context
+    graphs.slot_mapping[:1] = tables[0, args.context // graphs.block_size].long() * graphs.block_size \
+        + args.context % graphs.block_size
+
+    trace = triton_common.KernelTrace(graphs.device)
+    triton_common.active_trace = trace
+    with torch.inference_mode():
+        graphs._forward(1)  # compiles the traced variants outside the capture
+        trace.reset()
+        graph, _, _ = capture_graph(lambda: (trace.reset(), graphs._forward(1))[1], graphs.device, graphs.pool)
+    triton_common.active_trace = None
+    records = list(trace.records)
+    for _ in range(10):
+        graph.replay()
+    per_replay = []
+    for _ in range(args.replays):
+        graph.replay()
+        graph.replay()  # the second replay follows the first back to back: steady state
+        torch.cuda.synchronize()
+        per_replay.append(kernel_rows(records, trace.buffer[:trace.used].cpu().numpy()))
+
+    stamps = np.unique(trace.buffer[:trace.used].cpu().numpy())
+    steps = np.diff(stamps)
+    print(f"timer granularity: smallest step between distinct stamps {steps[steps > 0].min() if steps.size else 0} ns")
+    labels = layer_labels([r["name"] for r in per_replay[0]])
+    stats: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    spans = []
+    for rows in per_replay:
+        spans.append((rows[-1]["end"] - rows[0]["released"]) / 1e3)
+        for i, r in enumerate(rows):
+            st = stats[labels[i]]
+            if i:
+                st["gap"].append((r["released"] - rows[i - 1]["end"]) / 1e3)
+                st["delta"].append((r["end"] - rows[i - 1]["end"]) / 1e3)
+            st["span"].append((r["end"] - r["released"]) / 1e3)
+            st["early"].append(r["early"])
+            for key in ("compute", "ticket", "merge"):
+                if key in r:
+                    st[key].append(r[key] / 1e3)
+    print(f"{args.model}, context {args.context}: {len(records)} traced launches per step; "
+          f"first release to last end, median {statistics.median(spans):.1f} us over {args.replays} replays")
+    print(f"{'kernel':<18} {'n':>3} {'gap us':>7} {'span us':>8} {'delta us':>9} {'x n':>7} {'early':>6}"
+          f" {'compute':>8} {'ticket':>7} {'merge':>6}")
+    total = 0.0
+    for lab in dict.fromkeys(labels):
+        n = labels.count(lab)
+        st = stats[lab]
+
+        def med(key: str, st=st) -> float:
+            return statistics.median(st[key]) if st[key] else float("nan")
+
+        total += (med("delta") if st["delta"] else 0.0) * n
+        extra = "".join(f" {med(k):>{w}.2f}" for k, w in (("compute", 8), ("ticket", 7), ("merge", 6))) \
+            if st["compute"] else ""
+        print(f"{lab:<18} {n:>3} {med('gap'):>7.2f} {med('span'):>8.2f} {med('delta'):>9.2f} "
+              f"{(med('delta') if st['delta'] else 0.0) * n:>7.1f} {med('early'):>6.2f}{extra}")
+    print(f"{'sum of deltas':<18} {'':>3} {'':>7} {'':>8} {'':>9} {total:>7.1f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"labels": labels, "replays": per_replay}, f)
+
+
+if __name__ == "__main__":
+    main()
