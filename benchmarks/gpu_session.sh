@@ -26,7 +26,8 @@ B="python -m titaninfer.bench"
 # Decode-latency A/B of tuning constants (benchmarks/with_overrides.py), one model per stage.
 K=titaninfer.kernels
 # A name starting "off" runs with TITANINFER_PDL=0.
-VARIANTS=("base|" "split64|$K.decode_attention._MIN_TOKENS_PER_SPLIT=64")
+VARIANTS=("base|" "stride16|$K.skinny_gemm.SUMSQ_STRIDE=16"
+          "slots4x16|$K.skinny_gemm.SUMSQ_STRIDE=16 $K.skinny_gemm.SUMSQ_SLOTS=4")
 variant_step() {  # variant_step PREFIX TIMEOUT "NAME|OVERRIDES" MODULE ARGS...: step PREFIX-NAME
   local prefix=$1 t=$2 name=${3%%|*} ovr=${3#*|} pdl=1
   shift 3
@@ -153,6 +154,8 @@ for stage in "$@"; do case $stage in
   ktrace-tiny) step ktrace-tiny 120 python -m benchmarks.kernel_trace --model dummy:tinyllama-1.1b \
              --json "$OUT/ktrace-tiny.json" ;;
   ktrace-8b) step ktrace-8b 150 python -m benchmarks.kernel_trace --model dummy:llama3-8b --json "$OUT/ktrace-8b.json" ;;
+  ktrace-variants) for v in "${VARIANTS[@]}"; do for m in tinyllama-1.1b llama3-8b; do
+             variant_step "ktrace-$m" 60 "$v" benchmarks.kernel_trace --model "dummy:$m"; done; done ;;
   ktrace-test) step pytest-ktrace-gpu 90 python -m pytest -q -m gpu tests/kernels/test_skinny_gemm.py -k kernel_trace ;;
   profile-8b) step profile-8b 150 python -m titaninfer profile --model dummy:llama3-8b -n 1 \
              --input-len 128 --output-len 64 --steps 20 --out "$OUT/profile-8b" ;;

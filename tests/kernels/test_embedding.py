@@ -9,7 +9,7 @@ import torch
 pytest.importorskip("triton", reason="Triton is not installed: kernel tests need it")
 
 from titaninfer.kernels.embedding import embedding_and_sumsq  # noqa: E402
-from titaninfer.kernels.skinny_gemm import SUMSQ_SLOTS, skinny_linear  # noqa: E402
+from titaninfer.kernels.skinny_gemm import skinny_linear, sumsq_width  # noqa: E402
 
 
 @pytest.mark.parametrize("t,h,n_rows", [(1, 64, 1), (3, 100, 5), (16, 96, 45)])
@@ -19,7 +19,7 @@ def test_embedding_and_sumsq_matches_torch(device, t, h, n_rows, dtype):
     ids = torch.randint(0, 50, (t,), device=device)
     x, sums = embedding_and_sumsq(ids, table, n_rows)
     assert torch.equal(x, table[ids])
-    want = torch.zeros(n_rows, t, SUMSQ_SLOTS, dtype=torch.float64, device=device)
+    want = torch.zeros(n_rows, t, sumsq_width(), dtype=torch.float64, device=device)
     want[n_rows - 1, :, 0] = (table[ids].double() ** 2).sum(-1)  # squares of 16-bit values: exact
     torch.testing.assert_close(sums, want, rtol=1e-12, atol=0)
 

@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from titaninfer.kernels.skinny_gemm import SUMSQ_SLOTS
+from titaninfer.kernels import skinny_gemm
 from titaninfer.kernels.triton_common import (
     await_producer,
     pdl_launch_kwargs,
@@ -49,20 +49,21 @@ def _embedding_sumsq_kernel(ids_ptr, table_ptr, out_ptr, sums_ptr, T, H, table_s
 
 
 def embedding_and_sumsq(ids: torch.Tensor, table: torch.Tensor, n_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """ids [T] int -> (table[ids] [T, H], sums [n_rows, T, SUMSQ_SLOTS] float64: zeros but
+    """ids [T] int -> (table[ids] [T, H], sums [n_rows, T, sumsq_width()] float64: zeros but
     for the last row's first slot, each token's sum of squares). ids must be in range."""
     if ids.dim() != 1 or table.dim() != 2 or table.stride(1) != 1 or n_rows < 1:
         raise ValueError(f"embedding_and_sumsq: ids {tuple(ids.shape)} must be [T], table "
                          f"{tuple(table.shape)} [V, H] with contiguous rows, n_rows {n_rows} >= 1")
     t, h = ids.shape[0], table.shape[1]
     out = torch.empty((t, h), dtype=table.dtype, device=table.device)
-    sums = torch.empty((n_rows, t, SUMSQ_SLOTS), dtype=torch.float64, device=table.device)
+    width = skinny_gemm.sumsq_width()  # slots (and the zeros between them, if spaced)
+    sums = torch.empty((n_rows, t, width), dtype=torch.float64, device=table.device)
     if t == 0:
         return out, sums
     pdl = pdl_mode(table.device)
     _embedding_sumsq_kernel[(t,)](
         ids, table, out, sums, t, h, table.stride(0), n_rows,
-        BLOCK_H=triton.next_power_of_2(h), ROWS_PAD=triton.next_power_of_2(n_rows), SLOTS=SUMSQ_SLOTS,
+        BLOCK_H=triton.next_power_of_2(h), ROWS_PAD=triton.next_power_of_2(n_rows), SLOTS=width,
         PDL=pdl, num_warps=4, **pdl_launch_kwargs(pdl),
     )
     return out, sums

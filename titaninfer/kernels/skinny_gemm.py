@@ -97,6 +97,15 @@ PROLOGUE_NONE, PROLOGUE_RMSNORM, PROLOGUE_RMSNORM_PRESUMMED = 0, 2, 3
 # 3,889.3): one address serialises Llama-3-8B's 1,024 programs, 32 lines cost every
 # consumer program 32 loads.
 SUMSQ_SLOTS = 8
+# float64s from one slot to the next (16: each slot on its own 128-byte line); the entries
+# between slots stay zero. An A/B knob (benchmarks/kernel_trace.py measures the wait of the
+# projection after the atomics).
+SUMSQ_STRIDE = 1
+
+
+def sumsq_width() -> int:
+    """float64s per row of a sums-of-squares accumulator (`new_sumsq`)."""
+    return SUMSQ_SLOTS * SUMSQ_STRIDE
 
 
 @dataclass(frozen=True)
@@ -294,6 +303,7 @@ def _skinny_gemm_kernel(
     USE_DOT: tl.constexpr, EMULATE_RNE: tl.constexpr, PDL: tl.constexpr, PRELOAD: tl.constexpr,
     ROPE: tl.constexpr, HEAD_DIM: tl.constexpr, SILU_MUL: tl.constexpr,
     ADD_RESIDUAL: tl.constexpr, SLOTS: tl.constexpr, LOOP_TILES: tl.constexpr, TRACE: tl.constexpr = False,
+    SLOT_STRIDE: tl.constexpr = 1,
 ):
     tl.static_assert(PRELOAD == 1 or PRELOAD == 2, "PRELOAD: 1 or 2 weight tiles before the wait")
     tl.static_assert(LOOP_TILES == 1 or LOOP_TILES == 2, "LOOP_TILES: 1 or 2 weight tiles per iteration")
@@ -335,7 +345,8 @@ def _skinny_gemm_kernel(
 
     rstd = tl.zeros([BM], dtype=tl.float32)
     if PROLOGUE == 3:  # the producer's sums of squares: one load, no pass over x
-        sq = tl.load(sq_in_ptr + ms[:, None] * SLOTS + tl.arange(0, SLOTS)[None, :], mask=m_ok[:, None], other=0.0)
+        sq = tl.load(sq_in_ptr + ms[:, None] * (SLOTS * SLOT_STRIDE) + tl.arange(0, SLOTS)[None, :] * SLOT_STRIDE,
+                     mask=m_ok[:, None], other=0.0)
         rstd = rms_rstd(tl.sum(sq, axis=1), K, eps)
     if PROLOGUE == 2:  # first pass: each row's sum of squares (x + residual rounded first)
         sq = tl.zeros([BM], dtype=tl.float64)
@@ -387,7 +398,8 @@ def _skinny_gemm_kernel(
         # order); this program's part of each row's sum of squares, in float64 (its result
         # is not used, so the atomic does not hold the program).
         stream = round_to(round_to(acc, dtype, EMULATE_RNE).to(tl.float32) + stream_in, dtype, EMULATE_RNE)
-        tl.atomic_add(sq_out_ptr + ms * SLOTS + pid % SLOTS, sum_squares(stream.to(tl.float32)), mask=m_ok,
+        tl.atomic_add(sq_out_ptr + ms * (SLOTS * SLOT_STRIDE) + (pid % SLOTS) * SLOT_STRIDE,
+                      sum_squares(stream.to(tl.float32)), mask=m_ok,
                       sem="relaxed")
         acc = stream.to(tl.float32)  # masked columns: 0 + 0, not stored
     if SILU_MUL:
@@ -528,7 +540,7 @@ def _check_rope(rope: RopeKVStore, m: int, n: int) -> int:
 
 def new_sumsq(m: int, device: torch.device | str, batch: tuple[int, ...] = ()) -> torch.Tensor:
     """Zeroed accumulators of the residual epilogue for m rows ([*batch, m, slots])."""
-    return torch.zeros((*batch, m, SUMSQ_SLOTS), dtype=torch.float64, device=device)
+    return torch.zeros((*batch, m, sumsq_width()), dtype=torch.float64, device=device)
 
 
 def sumsq_total(sumsq: torch.Tensor) -> torch.Tensor:
@@ -537,9 +549,9 @@ def sumsq_total(sumsq: torch.Tensor) -> torch.Tensor:
 
 
 def _check_sumsq(sumsq: torch.Tensor, m: int) -> None:
-    if sumsq.shape != (m, SUMSQ_SLOTS) or sumsq.dtype != torch.float64 or not sumsq.is_contiguous():
+    if sumsq.shape != (m, sumsq_width()) or sumsq.dtype != torch.float64 or not sumsq.is_contiguous():
         raise ValueError(f"sumsq {tuple(sumsq.shape)} {sumsq.dtype} must be a contiguous float64 "
-                         f"[{m}, {SUMSQ_SLOTS}] (new_sumsq)")
+                         f"[{m}, {sumsq_width()}] (new_sumsq)")
 
 
 def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, k: int, prologue: int,
@@ -603,6 +615,7 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, k:
         USE_DOT=cfg.use_dot, EMULATE_RNE=_INTERPRET, PDL=pdl, PRELOAD=_PRELOAD_TILES,
         ROPE=rope is not None, HEAD_DIM=head_dim, SILU_MUL=silu_mul,
         ADD_RESIDUAL=add_residual is not None, SLOTS=SUMSQ_SLOTS, LOOP_TILES=cfg.loop_tiles, TRACE=traced,
+        SLOT_STRIDE=SUMSQ_STRIDE,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages, **pdl_launch_kwargs(pdl),
     )
     return out, new_res
