@@ -10,6 +10,8 @@ and prints per kernel of a layer (medians over layers and replays, us):
     span     last end stamp - first program past its wait
     delta    last end stamp - previous kernel's last end stamp (its share of the step)
     early    programs that started before the first one was released (resident early)
+    lead     the release - the median program's start (how long before it the median
+             program was resident and loading; negative: started after it)
     attention only, through the last program of each phase: release -> last partial output
     computed -> last ticket taken -> merged
 
@@ -45,10 +47,12 @@ def kernel_rows(records: list[tuple[str, int, int, int]], stamps: np.ndarray) ->
             # Only the merging program stores A_MERGED, and which one merges changes between
             # replays: a stamp older than this replay's release is another replay's.
             s[s[:, A_MERGED] < waited.min(), A_MERGED] = 0
-        row = {"name": name, "start_min": s[:, START].min(), "released": waited.min(),
+        row = {"name": name, "start_min": s[:, START].min(), "start_max": s[:, START].max(),
+               "released": waited.min(),
                "waited_max": waited.max(),
                "end": s[:, END].max() if name == "gemv" else max(s[:, A_COMPUTED:].max(), 0),
-               "early": float((s[:, START] < waited.min()).mean())}
+               "early": float((s[:, START] < waited.min()).mean()),
+               "lead": waited.min() - float(np.median(s[:, START]))}
         if name == "attn":  # the critical path through the phases: the last program of each
             row["compute"] = s[:, A_COMPUTED].max() - waited.min()
             row["ticket"] = s[:, A_TICKET].max() - s[:, A_COMPUTED].max()
@@ -119,12 +123,13 @@ def main() -> None:
                 st["delta"].append((r["end"] - rows[i - 1]["end"]) / 1e3)
             st["span"].append((r["end"] - r["released"]) / 1e3)
             st["early"].append(r["early"])
+            st["lead"].append(r["lead"] / 1e3)
             for key in ("compute", "ticket", "merge"):
                 if key in r:
                     st[key].append(r[key] / 1e3)
     print(f"{args.model}, context {args.context}: {len(records)} traced launches per step; "
           f"first release to last end, median {statistics.median(spans):.1f} us over {args.replays} replays")
-    print(f"{'kernel':<18} {'n':>3} {'gap us':>7} {'span us':>8} {'delta us':>9} {'x n':>7} {'early':>6}"
+    print(f"{'kernel':<18} {'n':>3} {'gap us':>7} {'span us':>8} {'delta us':>9} {'x n':>7} {'early':>6} {'lead':>6}"
           f" {'compute':>8} {'ticket':>7} {'merge':>6}")
     total = 0.0
     for lab in dict.fromkeys(labels):
@@ -138,7 +143,7 @@ def main() -> None:
         extra = "".join(f" {med(k):>{w}.2f}" for k, w in (("compute", 8), ("ticket", 7), ("merge", 6))) \
             if st["compute"] else ""
         print(f"{lab:<18} {n:>3} {med('gap'):>7.2f} {med('span'):>8.2f} {med('delta'):>9.2f} "
-              f"{(med('delta') if st['delta'] else 0.0) * n:>7.1f} {med('early'):>6.2f}{extra}")
+              f"{(med('delta') if st['delta'] else 0.0) * n:>7.1f} {med('early'):>6.2f} {med('lead'):>6.2f}{extra}")
     print(f"{'sum of deltas':<18} {'':>3} {'':>7} {'':>8} {'':>9} {total:>7.1f}")
     if args.json:
         with open(args.json, "w") as f:

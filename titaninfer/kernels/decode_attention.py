@@ -107,6 +107,7 @@ def _decode_split_kernel(
     num_q_heads,
     GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
     KV_BLOCK: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr, MERGE_CHUNK: tl.constexpr,
+    MERGE_ROWS: tl.constexpr,
     DOT_DTYPE: tl.constexpr, EMULATE_RNE: tl.constexpr, PDL: tl.constexpr, PRELOAD: tl.constexpr,
     TRACE: tl.constexpr = False,
 ):
@@ -179,25 +180,33 @@ def _decode_split_kernel(
         tl.store(part_o_ptr + (first + split)[:, None] * HEAD_DIM + d[None, :], o, mask=g_ok[:, None])
         lse = tl.where(has, m_i + tl.log2(tl.where(has, l_i, 1.0)), float("-inf"))
         tl.store(part_lse_ptr + first + split, lse, mask=g_ok)
-        _take_ticket_and_merge(part_o_ptr, part_lse_ptr, out_ptr, ticket_ptr, first, seq_len, per_split,
-                               b, kvh, heads, g_ok, d, o_s0, o_s1, trace_ptr, prog,
-                               NUM_SPLITS, MERGE_CHUNK, GROUP_PAD, HEAD_DIM, EMULATE_RNE, TRACE)
+        _take_ticket_and_merge(part_o_ptr, part_lse_ptr, out_ptr, ticket_ptr, seq_len, per_split,
+                               b, kvh, num_q_heads, d, o_s0, o_s1, trace_ptr, prog,
+                               NUM_SPLITS, MERGE_CHUNK, GROUP, MERGE_ROWS, HEAD_DIM, EMULATE_RNE, TRACE)
 
 
 @triton.jit
-def _take_ticket_and_merge(part_o_ptr, part_lse_ptr, out_ptr, ticket_ptr, first, seq_len, per_split,
-                           b, kvh, heads, g_ok, d, o_s0, o_s1, trace_ptr, prog,
-                           NUM_SPLITS: tl.constexpr, MERGE_CHUNK: tl.constexpr, GROUP_PAD: tl.constexpr,
-                           HEAD_DIM: tl.constexpr, EMULATE_RNE: tl.constexpr, TRACE: tl.constexpr):
-    """After this program's partial stores: count it in; the last split of (b, kvh) merges."""
+def _take_ticket_and_merge(part_o_ptr, part_lse_ptr, out_ptr, ticket_ptr, seq_len, per_split,
+                           b, kvh, num_q_heads, d, o_s0, o_s1, trace_ptr, prog,
+                           NUM_SPLITS: tl.constexpr, MERGE_CHUNK: tl.constexpr, GROUP: tl.constexpr,
+                           MERGE_ROWS: tl.constexpr, HEAD_DIM: tl.constexpr, EMULATE_RNE: tl.constexpr,
+                           TRACE: tl.constexpr):
+    """After this program's partial stores: count it in; the last split of (b, kvh) merges.
+    The merge works on MERGE_ROWS >= GROUP rows (not the dot's GROUP_PAD >= 16): its tile
+    of partial outputs sets the kernel's register count, which decides how early the
+    program can be resident beside the qkv projection's."""
     ticket_at = ticket_ptr + b * tl.num_programs(1) + kvh
     last = last_to_arrive(ticket_at, NUM_SPLITS)
     stamp(trace_ptr, prog, 3, last.to(tl.int32), 5, TRACE)
     if last:
         # Splits past the context are empty (weight 0): merge only the filled ones.
         n_filled = tl.where(per_split > 0, tl.cdiv(seq_len, tl.maximum(per_split, 1)), 0)
+        g = tl.arange(0, MERGE_ROWS)
+        g_ok = g < GROUP
+        heads = kvh * GROUP + g
+        first = (b.to(tl.int64) * num_q_heads + heads) * NUM_SPLITS
         merged = _merge_splits(part_o_ptr, part_lse_ptr, out_ptr, first, n_filled, b, heads, g_ok, d, o_s0, o_s1,
-                               GROUP_PAD, HEAD_DIM, MERGE_CHUNK, EMULATE_RNE)
+                               MERGE_ROWS, HEAD_DIM, MERGE_CHUNK, EMULATE_RNE)
         tl.store(ticket_at, 0)  # zero again for the next layer / step
         if TRACE:
             stamp(trace_ptr, prog, 4, tl.sum(tl.sum(merged, 1), 0).to(tl.int32, bitcast=True), 5, TRACE)
@@ -205,19 +214,19 @@ def _take_ticket_and_merge(part_o_ptr, part_lse_ptr, out_ptr, ticket_ptr, first,
 
 @triton.jit
 def _merge_splits(part_o_ptr, part_lse_ptr, out_ptr, first, n_filled, b, heads, g_ok, d, o_s0, o_s1,
-                  GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, CHUNK: tl.constexpr,
+                  ROWS: tl.constexpr, HEAD_DIM: tl.constexpr, CHUNK: tl.constexpr,
                   EMULATE_RNE: tl.constexpr):
     """out[b, heads] = the lse-weighted mean of splits 0..n_filled-1's partial outputs (all
     empty: zeros). CHUNK splits per iteration, all their loads in flight at once (an
-    [GROUP_PAD, CHUNK, D] tile of ~8K floats), merged online (running max, rescaled sums):
+    [ROWS, CHUNK, D] tile of ~8K floats), merged online (running max, rescaled sums):
     a short context costs one L2 round trip. .cg: read from L2, where the other programs'
     stores are, never from a stale L1 line."""
-    m = tl.full([GROUP_PAD], float("-inf"), tl.float32)
-    acc = tl.zeros([GROUP_PAD, HEAD_DIM], tl.float32)
-    denom = tl.zeros([GROUP_PAD], tl.float32)
+    m = tl.full([ROWS], float("-inf"), tl.float32)
+    acc = tl.zeros([ROWS, HEAD_DIM], tl.float32)
+    denom = tl.zeros([ROWS], tl.float32)
     c = tl.arange(0, CHUNK)
     for s0 in range(0, n_filled, CHUNK):
-        rows = first[:, None] + (s0 + c)[None, :]  # [GROUP_PAD, CHUNK]
+        rows = first[:, None] + (s0 + c)[None, :]  # [ROWS, CHUNK]
         ok = g_ok[:, None] & (s0 + c < n_filled)[None, :]
         lse = tl.load(part_lse_ptr + rows, mask=ok, other=float("-inf"), cache_modifier=".cg")
         o = tl.load(part_o_ptr + rows[:, :, None] * HEAD_DIM + d[None, None, :], mask=ok[:, :, None], other=0.0,
@@ -298,6 +307,7 @@ def paged_decode_attention(
         num_splits = choose_num_splits(b, hk, max_context, device_sms(q.device))
     group = hq // hk
     group_pad = max(16, triton.next_power_of_2(group))
+    merge_rows = triton.next_power_of_2(group)
     dot_dtype = tl.float32 if _INTERPRET else (
         tl.bfloat16 if k_cache.dtype == torch.bfloat16 else tl.float16)
     if num_splits > 1:
@@ -317,7 +327,8 @@ def paged_decode_attention(
         out.stride(0), out.stride(1), hq,
         GROUP=group, GROUP_PAD=group_pad, HEAD_DIM=d,
         KV_BLOCK=kv_block, BLOCK_N=block_n, NUM_SPLITS=num_splits,
-        MERGE_CHUNK=min(triton.next_power_of_2(num_splits), max(1, _MERGE_TILE // (group_pad * d))),
+        MERGE_CHUNK=min(triton.next_power_of_2(num_splits), max(1, _MERGE_TILE // (merge_rows * d))),
+        MERGE_ROWS=merge_rows,
         DOT_DTYPE=dot_dtype, EMULATE_RNE=_INTERPRET, PDL=pdl,
         PRELOAD=preload, TRACE=traced,
         num_warps=num_warps, num_stages=num_stages, **pdl_launch_kwargs(pdl),
