@@ -69,6 +69,13 @@ _NO_SPLIT_PER_SM = 2
 # reps): TinyLlama 764.4 vs 814.8 (32 programs), Llama-3-8B 3,802 vs 3,841 (64), Qwen3-0.6B
 # 873.4 vs 851.3 (512: 64 splits sized for its 40K context). False: never (A/B).
 PRELOAD_FIRST_TILE = True
+# Launch shape where the first tile is preloaded (batch 1: one program per SM at most).
+# There the kernel is not bound by K/V bytes but by its own instruction latency after the
+# wait (kernel_trace.py: 4.1 us from the release to the last partial output, TinyLlama),
+# so more warps split that work; no software pipelining (its prologue for a second tile
+# runs after the wait even when there is none).
+_PRELOAD_NUM_WARPS = 4
+_PRELOAD_NUM_STAGES = 2
 _TILE_ELEMS = 8192  # elements of one K (or V) tile: BLOCK_N = _TILE_ELEMS // D, 16 to 128
 _MERGE_TILE = 8192  # floats of partial outputs the merging program loads at once (64 registers/thread)
 
@@ -146,8 +153,9 @@ def _decode_split_kernel(
         await_producer(PDL)  # q and this step's K/V are written by the kernel before
         stamp(trace_ptr, prog, 1, prog, 5, TRACE)
         new = n_ok & (n == seq_len - 1)  # one row, its address known: one round trip, beside q's
-        k = tl.where(new[:, None], tl.load(k_ptrs, mask=new[:, None], other=0.0), k)
-        v = tl.where(new[:, None], tl.load(v_ptrs, mask=new[:, None], other=0.0), v)
+        # Masked lanes keep the preloaded values (`other`): no select over the whole tile.
+        k = tl.load(k_ptrs, mask=new[:, None], other=k)
+        v = tl.load(v_ptrs, mask=new[:, None], other=v)
     else:
         k = tl.load(k_ptrs, mask=n_ok[:, None], other=0.0)
         v = tl.load(v_ptrs, mask=n_ok[:, None], other=0.0)
@@ -318,6 +326,8 @@ def paged_decode_attention(
         part_o = part_lse = tickets = out  # never touched: the kernel writes `out` directly
     pdl = pdl_mode(q.device)
     preload = PRELOAD_FIRST_TILE and b * hk * num_splits <= device_sms(q.device)
+    if preload and config is None:
+        num_warps, num_stages = _PRELOAD_NUM_WARPS, _PRELOAD_NUM_STAGES
     trace, traced = trace_slot("attn", b * hk * num_splits, 5, out)
     _decode_split_kernel[(b, hk, num_splits)](
         q, k_cache, v_cache, seq_lens, block_tables, out, part_o, part_lse, tickets, trace,

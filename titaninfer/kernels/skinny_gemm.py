@@ -96,11 +96,11 @@ PROLOGUE_NONE, PROLOGUE_RMSNORM, PROLOGUE_RMSNORM_PRESUMMED = 0, 2, 3
 # Llama-3-8B 4,146.6 / 3,867.8 / 3,864.6 / 3,864.5 (no fusion, other call: 795.7, 892.8,
 # 3,889.3): one address serialises Llama-3-8B's 1,024 programs, 32 lines cost every
 # consumer program 32 loads.
-SUMSQ_SLOTS = 8
+SUMSQ_SLOTS = 4
 # float64s from one slot to the next (16: each slot on its own 128-byte line); the entries
 # between slots stay zero. An A/B knob (benchmarks/kernel_trace.py measures the wait of the
 # projection after the atomics).
-SUMSQ_STRIDE = 1
+SUMSQ_STRIDE = 16
 
 
 def sumsq_width() -> int:
