@@ -133,6 +133,8 @@ for stage in "$@"; do case $stage in
              --model dummy:qwen3-0.6b --out "$OUT/packs/offline-qwen3" --results-dir "$RESULTS" ;;
   latency-ti) step latency-ti 110 $B latency --engines titaninfer --no-progress \
              --model dummy:qwen3-0.6b,dummy:llama3-8b --out "$OUT/packs/latency-ti" --results-dir "$RESULTS" ;;
+  latency-tiny) step latency-tiny 150 $B latency --engines titaninfer --no-progress \
+             --model dummy:tinyllama-1.1b --out "$OUT/packs/latency-tiny" --results-dir "$RESULTS" ;;
   latency-ti3) step latency-ti3 200 $B latency --engines titaninfer --no-progress \
              --model dummy:tinyllama-1.1b,dummy:qwen3-0.6b,dummy:llama3-8b --out "$OUT/packs/latency-ti3" --results-dir "$RESULTS" ;;
   offline-qwen-ti) step offline-qwen3-ti 200 $B offline --engines titaninfer --no-progress \

@@ -70,10 +70,15 @@ _NO_SPLIT_PER_SM = 2
 # 873.4 vs 851.3 (512: 64 splits sized for its 40K context). False: never (A/B).
 PRELOAD_FIRST_TILE = True
 # Launch shape where the first tile is preloaded (batch 1: one program per SM at most).
-# There the kernel is not bound by K/V bytes but by its own instruction latency after the
-# wait (kernel_trace.py: 4.1 us from the release to the last partial output, TinyLlama),
-# so more warps split that work; no software pipelining (its prologue for a second tile
-# runs after the wait even when there is none).
+# There the kernel is bound by its own chain after the wait, not by K/V bytes
+# (benchmarks/kernel_trace.py, TinyLlama: 4.1 us from the release to the last partial
+# output, then 1.0 us to the ticket and 0.8-1.0 us of merge). Tried, captured step, H200,
+# us, two reps (c79afff): 8 warps 734.4 / 734.5 and 8 warps without pipelining 743.2 /
+# 742.8 against 733.5 / 734.1; Llama-3-8B 3,869 in all three. Also tried: 64-token tiles
+# (`_TILE_ELEMS` 4096: 5 filled splits at 257 tokens) 743.4 / 742.7 against 729.7 / 729.4;
+# and loading the new row into the preloaded tile through the load's `other` instead of a
+# select (fewer instructions and registers in an sm_90 compile) 733.5 / 734.1 against
+# ~725 expected: both reverted.
 _PRELOAD_NUM_WARPS = 4
 _PRELOAD_NUM_STAGES = 2
 _TILE_ELEMS = 8192  # elements of one K (or V) tile: BLOCK_N = _TILE_ELEMS // D, 16 to 128
@@ -153,9 +158,8 @@ def _decode_split_kernel(
         await_producer(PDL)  # q and this step's K/V are written by the kernel before
         stamp(trace_ptr, prog, 1, prog, 5, TRACE)
         new = n_ok & (n == seq_len - 1)  # one row, its address known: one round trip, beside q's
-        # Masked lanes keep the preloaded values (`other`): no select over the whole tile.
-        k = tl.load(k_ptrs, mask=new[:, None], other=k)
-        v = tl.load(v_ptrs, mask=new[:, None], other=v)
+        k = tl.where(new[:, None], tl.load(k_ptrs, mask=new[:, None], other=0.0), k)
+        v = tl.where(new[:, None], tl.load(v_ptrs, mask=new[:, None], other=0.0), v)
     else:
         k = tl.load(k_ptrs, mask=n_ok[:, None], other=0.0)
         v = tl.load(v_ptrs, mask=n_ok[:, None], other=0.0)
