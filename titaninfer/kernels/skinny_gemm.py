@@ -44,7 +44,7 @@ caller, `new_sumsq`): the next norm then needs no kernel of its own and no pass 
 (PROLOGUE_RMSNORM_PRESUMMED in the next projection, where `presummed_prologue_pays`).
 Measured dead ends (docs/kernels.md): per-program partials that every consumer program
 summed (4-8 KiB from L2 after its PDL wait), all programs' atomics on one address
-(serialised: +280 us per Llama-3-8B step), and slots on separate lines (see SUMSQ_SLOTS).
+(serialised: +280 us per Llama-3-8B step), and 32 slots on separate lines (see SUMSQ_SLOTS).
 
 Or, after a [gate | up] projection (`silu_mul=True`, epilogue): silu(gate) * up,
 so the output is half as wide and the down projection reads finished activations (a
@@ -87,19 +87,20 @@ from titaninfer.kernels.triton_common import INTERPRET as _INTERPRET
 MAX_M = 16  # rows this kernel serves; larger batches go to cuBLAS
 
 PROLOGUE_NONE, PROLOGUE_RMSNORM, PROLOGUE_RMSNORM_PRESUMMED = 0, 2, 3
-# The residual epilogue's atomics spread over this many addresses (program p adds into
-# slot p % SUMSQ_SLOTS) so they do not queue on one; the slots are adjacent, so the next
-# projection's programs load one 64-byte line. Captured batch-1 step, H200, us, at
-# slots x spacing 1 / 8x1 / 4x16 / 32x16 float64s (graph_replay_time.py, one call at
-# a1ae91d, where the spacing was a knob):
-# TinyLlama 794.9 / 787.7 / 786.2 / 803.7, Qwen3-0.6B 829.5 / 835.4 / 838.7 / 880.1,
-# Llama-3-8B 4,146.6 / 3,867.8 / 3,864.6 / 3,864.5 (no fusion, other call: 795.7, 892.8,
-# 3,889.3): one address serialises Llama-3-8B's 1,024 programs, 32 lines cost every
-# consumer program 32 loads.
+# The residual epilogue's atomics spread over SUMSQ_SLOTS addresses (program p adds into
+# slot p % SUMSQ_SLOTS) so they do not queue on one, SUMSQ_STRIDE float64s apart: with 16
+# each slot has its own 128-byte line (the entries between stay zero), and the next
+# projection's programs load SUMSQ_SLOTS lines. Captured batch-1 step, H200, us:
+# - a1ae91d, one call, slots x spacing 1 / 8x1 / 4x16 / 32x16: TinyLlama 794.9 / 787.7 /
+#   786.2 / 803.7, Qwen3-0.6B 829.5 / 835.4 / 838.7 / 880.1, Llama-3-8B 4,146.6 / 3,867.8 /
+#   3,864.6 / 3,864.5 (one address serialises Llama-3-8B's 1,024 programs; 32 lines cost
+#   every consumer program 32 loads);
+# - 4dd362f and 521e63d, two calls, two reps each, 8x1 / 8x16 / 4x16: TinyLlama 728.0,
+#   727.5 / 730.6, 730.4 / 723.2, 722.5 and 729.7, 729.4 / - / 724.9, 724.6; Llama-3-8B
+#   3,884 / 3,880 / 3,881 and 3,871.7 / - / 3,868.3. Hence 4x16. The gap before the
+#   gate_up projection (2.05 us, kernel_trace.py) is the same in all three, so it is not
+#   the atomics draining.
 SUMSQ_SLOTS = 4
-# float64s from one slot to the next (16: each slot on its own 128-byte line); the entries
-# between slots stay zero. An A/B knob (benchmarks/kernel_trace.py measures the wait of the
-# projection after the atomics).
 SUMSQ_STRIDE = 16
 
 
