@@ -49,3 +49,26 @@ def test_steps_and_labels_from_a_synthetic_trace(tmp_path, capsys, monkeypatch) 
     assert float(rows["post argmax"][3]) == 4.0
     total = float(out.splitlines()[-1].split()[-1])
     assert total == 4 * (2 + 5 + 2) + 2 + 4  # the step's span minus the embedding's own time
+
+
+def test_kernel_trace_rows_from_known_stamps() -> None:
+    """benchmarks/kernel_trace.py's per-launch timings from hand-made stamps: the release is
+    the first program past its wait, the end the last end stamp, and a merge stamp left by
+    an earlier replay (older than this release) is ignored."""
+    import numpy as np
+
+    path = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "kernel_trace.py"
+    spec = importlib.util.spec_from_file_location("kernel_trace", path)
+    kernel_trace = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(kernel_trace)
+    records = [("gemv", 0, 2, 3), ("attn", 6, 2, 5)]
+    stamps = np.array([0, 100, 500, 50, 120, 700,  # gemv: start, waited, end per program
+                       10, 700, 1500, 1800, 5,  # attn program 0: an old merge stamp (5)
+                       705, 710, 1600, 1900, 2500], dtype=np.int64)  # program 1: late, merged
+    gemv, attn = kernel_trace.kernel_rows(records, stamps)
+    assert (gemv["released"], gemv["end"], gemv["early"]) == (100, 700, 1.0)
+    assert (attn["released"], attn["end"]) == (700, 2500)
+    assert (attn["compute"], attn["ticket"], attn["merge"]) == (1600 - 700, 1900 - 1600, 2500 - 1900)
+    assert attn["early"] == 0.5 and attn["lead"] == 700 - np.median([10, 705])
+    assert kernel_trace.layer_labels(["gemv", "attn", "gemv"] * 2 + ["gemv"]) == [
+        "layer[0] gemv", "layer[1] attn", "layer[2] gemv"] * 2 + ["post gemv"]
