@@ -61,23 +61,21 @@ def split_steps(kernels: list[tuple[float, float, str]]) -> list[list[tuple[floa
     return [s for s, sig in zip(steps, lengths, strict=True) if sig == common]
 
 
-def layer_labels(names: list[str]) -> list[str]:
-    """Label each kernel of a step: 'L<i>' position inside the repeating layer pattern
-    (period = distance between attention kernels), or its name outside the layers."""
+def layer_labels(names: list[str], first_layer_at: int) -> list[str]:
+    """Label each kernel of a step 'layer[i] name', i its position in the repeating layer
+    pattern (period: the distance between attention kernels; the first layer starts at
+    index first_layer_at), or 'pre name' / 'post name' before and after the layers."""
     attn = [i for i, n in enumerate(names) if n == "attn"]
     if len(attn) < 2:
         return names
     period = attn[1] - attn[0]
-    # the layer starts at the kernel before attention that opens the pattern: take the
-    # first attention's offset within its period so that layer 0 begins after the embedding
-    start = attn[0] - ((attn[0] - 1) % period)
-    end = start + period * len(attn)
+    end = first_layer_at + period * len(attn)
     labels = []
     for i, n in enumerate(names):
-        if start <= i < end:
-            labels.append(f"layer[{(i - start) % period}] {n}")
+        if first_layer_at <= i < end:
+            labels.append(f"layer[{(i - first_layer_at) % period}] {n}")
         else:
-            labels.append(("pre " if i < start else "post ") + n)
+            labels.append(("pre " if i < first_layer_at else "post ") + n)
     return labels
 
 
@@ -90,7 +88,7 @@ def main() -> None:
     if not steps:
         raise SystemExit(f"{args.trace}: no decode steps found (no '{FIRST}' kernels)")
     names = [n for _, _, n in steps[0]]
-    labels = layer_labels(names)
+    labels = layer_labels(names, first_layer_at=1)  # after the embedding
     deltas: dict[str, list[float]] = defaultdict(list)
     durs: dict[str, list[float]] = defaultdict(list)
     spans = []

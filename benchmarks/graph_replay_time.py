@@ -19,6 +19,7 @@ import torch
 from titaninfer import LLM
 from titaninfer.bench.ceilings import get_ceilings
 from titaninfer.bench.sol import Chunk, ModelCost, step_cost
+from titaninfer.runner.cuda_graph import DecodeGraphs
 
 
 def time_us(fn: Callable[[], object], iters: int = 300, warmup: int = 20) -> float:
@@ -40,6 +41,23 @@ def replay_us(graph: torch.cuda.CUDAGraph, iters: int = 300, warmup: int = 20) -
     return time_us(graph.replay, iters, warmup)
 
 
+def set_decode_inputs(graphs: DecodeGraphs, batch: int, context: int, num_blocks: int) -> int:
+    """Fill the decode graphs' input buffers for `batch` sequences of `context` cached
+    tokens each; returns the captured batch size that runs them. Each row owns its own
+    blocks; the new token goes to slot `context` of its sequence."""
+    bs = graphs.size_for(batch)
+    blocks = -(-(context + 1) // graphs.block_size)
+    if bs is None or blocks > graphs.max_blocks or bs * blocks > num_blocks:
+        raise SystemExit(f"batch {batch} x context {context} does not fit the captured graphs")
+    tables = torch.arange(bs * blocks, dtype=torch.int32, device=graphs.device).view(bs, blocks)
+    graphs.block_tables[:bs, :blocks] = tables
+    graphs.seq_lens[:bs] = context + 1
+    graphs.positions[:bs] = context
+    graphs.slot_mapping[:bs] = tables[:, context // graphs.block_size].long() * graphs.block_size \
+        + context % graphs.block_size
+    return bs
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="dummy:tinyllama-1.1b")
@@ -52,17 +70,7 @@ def main() -> None:
     graphs = eng.runner.graphs
     if graphs is None:
         raise SystemExit("graph_replay_time: CUDA graphs are off (no GPU, or TITANINFER_NO_CUDA_GRAPHS)")
-    bs = graphs.size_for(args.batch)
-    blocks = -(-(args.context + 1) // graphs.block_size)
-    if bs is None or blocks > graphs.max_blocks or bs * blocks > eng.runner.num_blocks:
-        raise SystemExit(f"graph_replay_time: batch {args.batch} x context {args.context} does not fit")
-    # Each row owns its own blocks; the new token goes to slot `context` of its sequence.
-    tables = torch.arange(bs * blocks, dtype=torch.int32, device=graphs.device).view(bs, blocks)
-    graphs.block_tables[:bs, :blocks] = tables
-    graphs.seq_lens[:bs] = args.context + 1
-    graphs.positions[:bs] = args.context
-    graphs.slot_mapping[:bs] = tables[:, args.context // graphs.block_size].long() * graphs.block_size \
-        + args.context % graphs.block_size
+    bs = set_decode_inputs(graphs, args.batch, args.context, eng.runner.num_blocks)
     step_s = replay_us(graphs.graphs[bs], args.iters) / 1e6
     cost = ModelCost.from_config(eng.model_config, torch.finfo(torch.bfloat16).bits // 8)
     sc = step_cost(cost, [Chunk(1, args.context)] * bs)

@@ -28,6 +28,8 @@ from collections import defaultdict
 import numpy as np
 import torch
 
+from benchmarks.critical_path import layer_labels
+from benchmarks.graph_replay_time import set_decode_inputs
 from titaninfer import LLM
 from titaninfer.kernels import triton_common
 from titaninfer.runner.cuda_graph import capture_graph
@@ -62,16 +64,6 @@ def kernel_rows(records: list[tuple[str, int, int, int]], stamps: np.ndarray) ->
     return rows
 
 
-def layer_labels(names: list[str]) -> list[str]:
-    attn = [i for i, n in enumerate(names) if n == "attn"]
-    if len(attn) < 2:
-        return names
-    period = attn[1] - attn[0]
-    start = attn[0] - ((attn[0]) % period)
-    end = start + period * len(attn)
-    return [f"layer[{(i - start) % period}] {n}" if start <= i < end else f"post {n}" for i, n in enumerate(names)]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="dummy:tinyllama-1.1b")
@@ -83,20 +75,19 @@ def main() -> None:
     graphs = llm.engine.runner.graphs
     if graphs is None:
         raise SystemExit("kernel_trace: needs CUDA graphs on a GPU")
-    blocks = -(-(args.context + 1) // graphs.block_size)
-    tables = torch.arange(blocks, dtype=torch.int32, device=graphs.device).view(1, blocks)
-    graphs.block_tables[:1, :blocks] = tables
-    graphs.seq_lens[:1] = args.context + 1
-    graphs.positions[:1] = args.context
-    graphs.slot_mapping[:1] = tables[0, args.context // graphs.block_size].long() * graphs.block_size \
-        + args.context % graphs.block_size
+    if set_decode_inputs(graphs, 1, args.context, llm.engine.runner.num_blocks) != 1:
+        raise SystemExit("kernel_trace: no batch-1 decode graph")
 
     trace = triton_common.KernelTrace(graphs.device)
     triton_common.active_trace = trace
+
+    def traced_step() -> torch.Tensor:
+        trace.reset()  # each call (warm-up or captured) stamps into the same slots
+        return graphs._forward(1)
+
     with torch.inference_mode():
-        graphs._forward(1)  # compiles the traced variants outside the capture
-        trace.reset()
-        graph, _, _ = capture_graph(lambda: (trace.reset(), graphs._forward(1))[1], graphs.device, graphs.pool)
+        traced_step()  # compiles the traced variants outside the capture
+        graph, _, _ = capture_graph(traced_step, graphs.device, graphs.pool)
     triton_common.active_trace = None
     records = list(trace.records)
     for _ in range(10):
@@ -111,7 +102,7 @@ def main() -> None:
     stamps = np.unique(trace.buffer[:trace.used].cpu().numpy())
     steps = np.diff(stamps)
     print(f"timer granularity: smallest step between distinct stamps {steps[steps > 0].min() if steps.size else 0} ns")
-    labels = layer_labels([r["name"] for r in per_replay[0]])
+    labels = layer_labels([r["name"] for r in per_replay[0]], first_layer_at=0)  # the embedding is not traced
     stats: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     spans = []
     for rows in per_replay:

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import pathlib
 
-_PATH = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "critical_path.py"
-spec = importlib.util.spec_from_file_location("critical_path", _PATH)
-critical_path = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(critical_path)
+from benchmarks import critical_path
 
 
 def _trace(n_steps: int, layers: int) -> dict:
@@ -37,7 +32,7 @@ def test_steps_and_labels_from_a_synthetic_trace(tmp_path, capsys, monkeypatch) 
     path.write_text(json.dumps(_trace(n_steps=3, layers=4)))
     steps = critical_path.split_steps(critical_path.kernel_events(json.loads(path.read_text())))
     assert len(steps) == 3 and all(len(s) == 1 + 3 * 4 + 2 for s in steps)
-    labels = critical_path.layer_labels([n for _, _, n in steps[0]])
+    labels = critical_path.layer_labels([n for _, _, n in steps[0]], first_layer_at=1)
     assert labels[:4] == ["pre embed", "layer[0] gemv", "layer[1] attn", "layer[2] gemv"]
     assert labels[-2:] == ["post gemv", "post argmax"]
     monkeypatch.setattr("sys.argv", ["critical_path", str(path)])
@@ -57,10 +52,7 @@ def test_kernel_trace_rows_from_known_stamps() -> None:
     an earlier replay (older than this release) is ignored."""
     import numpy as np
 
-    path = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "kernel_trace.py"
-    spec = importlib.util.spec_from_file_location("kernel_trace", path)
-    kernel_trace = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(kernel_trace)
+    from benchmarks import kernel_trace
     records = [("gemv", 0, 2, 3), ("attn", 6, 2, 5)]
     stamps = np.array([0, 100, 500, 50, 120, 700,  # gemv: start, waited, end per program
                        10, 700, 1500, 1800, 5,  # attn program 0: an old merge stamp (5)
@@ -70,5 +62,5 @@ def test_kernel_trace_rows_from_known_stamps() -> None:
     assert (attn["released"], attn["end"]) == (700, 2500)
     assert (attn["compute"], attn["ticket"], attn["merge"]) == (1600 - 700, 1900 - 1600, 2500 - 1900)
     assert attn["early"] == 0.5 and attn["lead"] == 700 - np.median([10, 705])
-    assert kernel_trace.layer_labels(["gemv", "attn", "gemv"] * 2 + ["gemv"]) == [
+    assert critical_path.layer_labels(["gemv", "attn", "gemv"] * 2 + ["gemv"], first_layer_at=0) == [
         "layer[0] gemv", "layer[1] attn", "layer[2] gemv"] * 2 + ["post gemv"]

@@ -69,18 +69,16 @@ _NO_SPLIT_PER_SM = 2
 # reps): TinyLlama 764.4 vs 814.8 (32 programs), Llama-3-8B 3,802 vs 3,841 (64), Qwen3-0.6B
 # 873.4 vs 851.3 (512: 64 splits sized for its 40K context). False: never (A/B).
 PRELOAD_FIRST_TILE = True
-# Launch shape where the first tile is preloaded (batch 1: one program per SM at most).
-# There the kernel is bound by its own chain after the wait, not by K/V bytes
-# (benchmarks/kernel_trace.py, TinyLlama: 4.1 us from the release to the last partial
-# output, then 1.0 us to the ticket and 0.8-1.0 us of merge). Tried, captured step, H200,
-# us, two reps (c79afff): 8 warps 734.4 / 734.5 and 8 warps without pipelining 743.2 /
-# 742.8 against 733.5 / 734.1; Llama-3-8B 3,869 in all three. Also tried: 64-token tiles
-# (`_TILE_ELEMS` 4096: 5 filled splits at 257 tokens) 743.4 / 742.7 against 729.7 / 729.4;
-# and loading the new row into the preloaded tile through the load's `other` instead of a
-# select (fewer instructions and registers in an sm_90 compile) 733.5 / 734.1 against
-# ~725 expected: both reverted.
-_PRELOAD_NUM_WARPS = 4
-_PRELOAD_NUM_STAGES = 2
+# Where the first tile is preloaded (batch 1), the kernel is bound by its own chain after
+# the wait, not by K/V bytes (benchmarks/kernel_trace.py, TinyLlama: 4.1 us from the
+# release to the last partial output, then 1.0 us to the ticket and 0.8-1.0 us of merge).
+# Tried there, captured step, H200, us, two reps (c79afff, knobs since removed): 8 warps
+# 734.4 / 734.5 and 8 warps without pipelining 743.2 / 742.8 against 733.5 / 734.1 (4
+# warps, 2 stages: decode_config's); Llama-3-8B 3,869 in all three. Also tried: 64-token
+# tiles (`_TILE_ELEMS` 4096: 5 filled splits at 257 tokens) 743.4 / 742.7 against 729.7 /
+# 729.4; and loading the new row into the preloaded tile through the load's `other`
+# instead of a select (fewer instructions and registers in an sm_90 compile) 733.5 / 734.1
+# against ~725 expected: both reverted.
 _TILE_ELEMS = 8192  # elements of one K (or V) tile: BLOCK_N = _TILE_ELEMS // D, 16 to 128
 _MERGE_TILE = 8192  # floats of partial outputs the merging program loads at once (64 registers/thread)
 
@@ -95,6 +93,12 @@ def _kv_pointers(kc_ptr, vc_ptr, bt_row, n, ok, kvh, d, kc_s0, kc_s1, kc_s2, vc_
     k_ptrs = kc_ptr + (blk * kc_s0 + off * kc_s1 + kvh * kc_s2)[:, None] + d[None, :]
     v_ptrs = vc_ptr + (blk * vc_s0 + off * vc_s1 + kvh * vc_s2)[:, None] + d[None, :]
     return k_ptrs, v_ptrs
+
+
+@triton.jit
+def _split0_index(b, num_q_heads, heads, NUM_SPLITS: tl.constexpr):
+    """Index of split 0 of (sequence b, query heads) in the [B, Hq, NUM_SPLITS] partials."""
+    return (b.to(tl.int64) * num_q_heads + heads) * NUM_SPLITS
 
 
 @triton.jit
@@ -188,7 +192,7 @@ def _decode_split_kernel(
         dst = out_ptr + b.to(tl.int64) * o_s0 + heads[:, None] * o_s1 + d[None, :]
         tl.store(dst, round_to(o, out_ptr.dtype.element_ty, EMULATE_RNE), mask=g_ok[:, None])
     else:
-        first = (b.to(tl.int64) * num_q_heads + heads) * NUM_SPLITS  # [B, Hq, S] index of split 0
+        first = _split0_index(b, num_q_heads, heads, NUM_SPLITS)
         tl.store(part_o_ptr + (first + split)[:, None] * HEAD_DIM + d[None, :], o, mask=g_ok[:, None])
         lse = tl.where(has, m_i + tl.log2(tl.where(has, l_i, 1.0)), float("-inf"))
         tl.store(part_lse_ptr + first + split, lse, mask=g_ok)
@@ -216,7 +220,7 @@ def _take_ticket_and_merge(part_o_ptr, part_lse_ptr, out_ptr, ticket_ptr, seq_le
         g = tl.arange(0, MERGE_ROWS)
         g_ok = g < GROUP
         heads = kvh * GROUP + g
-        first = (b.to(tl.int64) * num_q_heads + heads) * NUM_SPLITS
+        first = _split0_index(b, num_q_heads, heads, NUM_SPLITS)
         merged = _merge_splits(part_o_ptr, part_lse_ptr, out_ptr, first, n_filled, b, heads, g_ok, d, o_s0, o_s1,
                                MERGE_ROWS, HEAD_DIM, MERGE_CHUNK, EMULATE_RNE)
         tl.store(ticket_at, 0)  # zero again for the next layer / step
@@ -330,8 +334,6 @@ def paged_decode_attention(
         part_o = part_lse = tickets = out  # never touched: the kernel writes `out` directly
     pdl = pdl_mode(q.device)
     preload = PRELOAD_FIRST_TILE and b * hk * num_splits <= device_sms(q.device)
-    if preload and config is None:
-        num_warps, num_stages = _PRELOAD_NUM_WARPS, _PRELOAD_NUM_STAGES
     trace, traced = trace_slot("attn", b * hk * num_splits, 5, out)
     _decode_split_kernel[(b, hk, num_splits)](
         q, k_cache, v_cache, seq_lens, block_tables, out, part_o, part_lse, tickets, trace,

@@ -1,9 +1,10 @@
 """Embedding gather + the step's sums-of-squares accumulators in one kernel:
 `embedding_and_sumsq(ids, table, n_rows) -> (x, sums)`.
 
-x[t] = table[ids[t]]; sums [n_rows, T, SLOTS] float64 is zeroed except
+x[t] = table[ids[t]]; sums [n_rows, T, sumsq_width()] float64 is zeroed except
 sums[n_rows - 1, t, 0] = sum(x[t]^2), the embeddings' own sums of squares, in
-`skinny_gemm.new_sumsq`'s layout (SLOTS partial sums per row; a consumer adds them up).
+`skinny_gemm.new_sumsq`'s layout (partial sums in slots per row, zeros between them; a
+consumer adds them up).
 The other rows are the accumulators of the forward's residual epilogues
 (`layers.linear.sumsq_slots`). One program per token; it also zeroes its token's column of
 every accumulator row, so there is no memset before it.
@@ -32,7 +33,7 @@ from titaninfer.kernels.triton_common import (
 
 @triton.jit
 def _embedding_sumsq_kernel(ids_ptr, table_ptr, out_ptr, sums_ptr, T, H, table_s0, n_rows,
-                            BLOCK_H: tl.constexpr, ROWS_PAD: tl.constexpr, SLOTS: tl.constexpr,
+                            BLOCK_H: tl.constexpr, ROWS_PAD: tl.constexpr, WIDTH: tl.constexpr,
                             PDL: tl.constexpr):
     t = tl.program_id(0)
     tok = tl.load(ids_ptr + t).to(tl.int64)
@@ -43,9 +44,9 @@ def _embedding_sumsq_kernel(ids_ptr, table_ptr, out_ptr, sums_ptr, T, H, table_s
     tl.store(out_ptr + t.to(tl.int64) * H + h, row, mask=ok)
     sq = sum_squares(row.to(tl.float32)[None, :])  # [1] float64
     r = tl.arange(0, ROWS_PAD)[:, None]
-    s = tl.arange(0, SLOTS)[None, :]
+    s = tl.arange(0, WIDTH)[None, :]
     vals = tl.where((r == n_rows - 1) & (s == 0), sq[:, None], 0.0)
-    tl.store(sums_ptr + (r * T + t) * SLOTS + s, vals, mask=r < n_rows)
+    tl.store(sums_ptr + (r * T + t) * WIDTH + s, vals, mask=r < n_rows)
 
 
 def embedding_and_sumsq(ids: torch.Tensor, table: torch.Tensor, n_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,7 +64,7 @@ def embedding_and_sumsq(ids: torch.Tensor, table: torch.Tensor, n_rows: int) -> 
     pdl = pdl_mode(table.device)
     _embedding_sumsq_kernel[(t,)](
         ids, table, out, sums, t, h, table.stride(0), n_rows,
-        BLOCK_H=triton.next_power_of_2(h), ROWS_PAD=triton.next_power_of_2(n_rows), SLOTS=width,
+        BLOCK_H=triton.next_power_of_2(h), ROWS_PAD=triton.next_power_of_2(n_rows), WIDTH=width,
         PDL=pdl, num_warps=4, **pdl_launch_kwargs(pdl),
     )
     return out, sums

@@ -303,8 +303,8 @@ def _skinny_gemm_kernel(
     PROLOGUE: tl.constexpr, HAS_RES: tl.constexpr, HAS_BIAS: tl.constexpr,
     USE_DOT: tl.constexpr, EMULATE_RNE: tl.constexpr, PDL: tl.constexpr, PRELOAD: tl.constexpr,
     ROPE: tl.constexpr, HEAD_DIM: tl.constexpr, SILU_MUL: tl.constexpr,
-    ADD_RESIDUAL: tl.constexpr, SLOTS: tl.constexpr, LOOP_TILES: tl.constexpr, TRACE: tl.constexpr = False,
-    SLOT_STRIDE: tl.constexpr = 1,
+    ADD_RESIDUAL: tl.constexpr, SLOTS: tl.constexpr, SLOT_STRIDE: tl.constexpr, LOOP_TILES: tl.constexpr,
+    TRACE: tl.constexpr = False,
 ):
     tl.static_assert(PRELOAD == 1 or PRELOAD == 2, "PRELOAD: 1 or 2 weight tiles before the wait")
     tl.static_assert(LOOP_TILES == 1 or LOOP_TILES == 2, "LOOP_TILES: 1 or 2 weight tiles per iteration")
