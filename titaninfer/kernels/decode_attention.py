@@ -79,6 +79,14 @@ PRELOAD_FIRST_TILE = True
 # 729.4; and loading the new row into the preloaded tile through the load's `other`
 # instead of a select (fewer instructions and registers in an sm_90 compile) 733.5 / 734.1
 # against ~725 expected: both reverted.
+# Preloading, the step's own token (the last position, the one K/V row written by the
+# kernel before) is scored apart from the preloaded tile (q . k_new elementwise, one more
+# term in the online softmax) instead of being selected into the tile after the wait: the
+# tile's K and V then reach the tensor cores' operand layout before the wait (V through a
+# dot with zeros, which the compiler merges with the real one's conversion), and the path
+# after the wait is ~590 instead of ~1,010 SASS instructions (sm_90 compile, 128-token
+# tile, GROUP 8). False: the select.
+NEW_ROW_APART = True
 _TILE_ELEMS = 8192  # elements of one K (or V) tile: BLOCK_N = _TILE_ELEMS // D, 16 to 128
 _MERGE_TILE = 8192  # floats of partial outputs the merging program loads at once (64 registers/thread)
 
@@ -93,6 +101,15 @@ def _kv_pointers(kc_ptr, vc_ptr, bt_row, n, ok, kvh, d, kc_s0, kc_s1, kc_s2, vc_
     k_ptrs = kc_ptr + (blk * kc_s0 + off * kc_s1 + kvh * kc_s2)[:, None] + d[None, :]
     v_ptrs = vc_ptr + (blk * vc_s0 + off * vc_s1 + kvh * vc_s2)[:, None] + d[None, :]
     return k_ptrs, v_ptrs
+
+
+@triton.jit
+def _kv_row_pointers(kc_ptr, vc_ptr, bt_row, pos, kvh, kc_s0, kc_s1, kc_s2, vc_s0, vc_s1, vc_s2,
+                     KV_BLOCK: tl.constexpr):
+    """Addresses of the K and V rows (dim 0) of one sequence's position pos, KV head kvh."""
+    blk = tl.load(bt_row + tl.maximum(pos, 0) // KV_BLOCK).to(tl.int64)
+    off = tl.maximum(pos, 0) % KV_BLOCK
+    return kc_ptr + blk * kc_s0 + off * kc_s1 + kvh * kc_s2, vc_ptr + blk * vc_s0 + off * vc_s1 + kvh * vc_s2
 
 
 @triton.jit
@@ -114,6 +131,25 @@ def _attend_tile(q, k, v, n_ok, m_i, l_i, acc, qk_scale_log2, DOT_DTYPE: tl.cons
     return m_new, l_i, acc
 
 
+@triton.jit
+def _attend_first_tile_and_row(q, k, v, acc0, tile_ok, k_row, v_row, row_ok, qk_scale_log2,
+                               DOT_DTYPE: tl.constexpr):
+    """The softmax state (max, sum, output; base 2) over a first tile (positions tile_ok)
+    and one more row scored apart (where row_ok): the step's own token. acc0 is the zero
+    the tile's P @ V accumulates onto (see NEW_ROW_APART)."""
+    s = tl.dot(q, tl.trans(k.to(DOT_DTYPE))) * qk_scale_log2  # [GROUP_PAD, BLOCK_N]
+    s = tl.where(tile_ok[None, :], s, float("-inf"))
+    s_row = tl.sum(q.to(tl.float32) * k_row.to(tl.float32)[None, :], 1) * qk_scale_log2  # [GROUP_PAD]
+    s_row = tl.where(row_ok, s_row, float("-inf"))
+    m = tl.maximum(tl.max(s, 1), s_row)
+    m_ref = tl.where(m == float("-inf"), 0.0, m)  # nothing to attend to: all weights 0
+    p = tl.exp2(s - m_ref[:, None])
+    p_row = tl.exp2(s_row - m_ref)
+    l_i = tl.sum(p, 1) + p_row
+    acc = tl.dot(p.to(DOT_DTYPE), v.to(DOT_DTYPE), acc0) + p_row[:, None] * v_row.to(tl.float32)[None, :]
+    return m, l_i, acc
+
+
 # Block-table width changes with the longest sequence in eager steps: not specialised.
 @triton.jit(do_not_specialize=["seq_lens_ptr", "bt_ptr", "bt_s0"])
 def _decode_split_kernel(
@@ -125,7 +161,7 @@ def _decode_split_kernel(
     KV_BLOCK: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr, MERGE_CHUNK: tl.constexpr,
     MERGE_ROWS: tl.constexpr,
     DOT_DTYPE: tl.constexpr, EMULATE_RNE: tl.constexpr, PDL: tl.constexpr, PRELOAD: tl.constexpr,
-    TRACE: tl.constexpr = False,
+    ROW_APART: tl.constexpr, TRACE: tl.constexpr = False,
 ):
     b = tl.program_id(0)
     kvh = tl.program_id(1)
@@ -155,15 +191,25 @@ def _decode_split_kernel(
     n_ok = n < hi
     k_ptrs, v_ptrs = _kv_pointers(kc_ptr, vc_ptr, bt_row, n, n_ok, kvh, d, kc_s0, kc_s1, kc_s2, vc_s0, vc_s1, vc_s2,
                                   KV_BLOCK)
+    last = seq_len - 1
+    old = n_ok & (n < last)
     if PRELOAD:
-        old = n_ok & (n < seq_len - 1)
         k = tl.load(k_ptrs, mask=old[:, None], other=0.0)
         v = tl.load(v_ptrs, mask=old[:, None], other=0.0)
+        if ROW_APART:
+            has_row = (last >= lo) & (last < tl.minimum(lo + BLOCK_N, hi))  # in this first tile
+            k_row_ptr, v_row_ptr = _kv_row_pointers(kc_ptr, vc_ptr, bt_row, last, kvh, kc_s0, kc_s1, kc_s2,
+                                                    vc_s0, vc_s1, vc_s2, KV_BLOCK)
+            acc0 = tl.dot(tl.zeros([GROUP_PAD, BLOCK_N], DOT_DTYPE), v.to(DOT_DTYPE))
         await_producer(PDL)  # q and this step's K/V are written by the kernel before
         stamp(trace_ptr, prog, 1, prog, 5, TRACE)
-        new = n_ok & (n == seq_len - 1)  # one row, its address known: one round trip, beside q's
-        k = tl.where(new[:, None], tl.load(k_ptrs, mask=new[:, None], other=0.0), k)
-        v = tl.where(new[:, None], tl.load(v_ptrs, mask=new[:, None], other=0.0), v)
+        if ROW_APART:
+            k_row = tl.load(k_row_ptr + d, mask=d < tl.where(has_row, HEAD_DIM, 0), other=0.0)
+            v_row = tl.load(v_row_ptr + d, mask=d < tl.where(has_row, HEAD_DIM, 0), other=0.0)
+        else:
+            new = n_ok & (n == last)  # one row, its address known: one round trip, beside q's
+            k = tl.where(new[:, None], tl.load(k_ptrs, mask=new[:, None], other=0.0), k)
+            v = tl.where(new[:, None], tl.load(v_ptrs, mask=new[:, None], other=0.0), v)
     else:
         k = tl.load(k_ptrs, mask=n_ok[:, None], other=0.0)
         v = tl.load(v_ptrs, mask=n_ok[:, None], other=0.0)
@@ -174,15 +220,20 @@ def _decode_split_kernel(
     l_i = tl.zeros([GROUP_PAD], tl.float32)
     acc = tl.zeros([GROUP_PAD, HEAD_DIM], tl.float32)
     if lo < hi:  # an empty split adds nothing (and must not: its scores are all -inf)
-        m_i, l_i, acc = _attend_tile(q, k, v, n_ok, m_i, l_i, acc, qk_scale_log2, DOT_DTYPE)
-    for start in range(lo + BLOCK_N, hi, BLOCK_N):
-        n = start + tl.arange(0, BLOCK_N)
-        n_ok = n < hi
-        k_ptrs, v_ptrs = _kv_pointers(kc_ptr, vc_ptr, bt_row, n, n_ok, kvh, d, kc_s0, kc_s1, kc_s2,
-                                      vc_s0, vc_s1, vc_s2, KV_BLOCK)
-        k = tl.load(k_ptrs, mask=n_ok[:, None], other=0.0)
-        v = tl.load(v_ptrs, mask=n_ok[:, None], other=0.0)
-        m_i, l_i, acc = _attend_tile(q, k, v, n_ok, m_i, l_i, acc, qk_scale_log2, DOT_DTYPE)
+        if PRELOAD and ROW_APART:
+            m_i, l_i, acc = _attend_first_tile_and_row(q, k, v, acc0, old, k_row, v_row, has_row,
+                                                       qk_scale_log2, DOT_DTYPE)
+        else:
+            m_i, l_i, acc = _attend_tile(q, k, v, n_ok, m_i, l_i, acc, qk_scale_log2, DOT_DTYPE)
+    if lo + BLOCK_N < hi:  # so that the loop's pipeline prologue (~160 instructions) runs only for a loop
+        for start in range(lo + BLOCK_N, hi, BLOCK_N):
+            n = start + tl.arange(0, BLOCK_N)
+            n_ok = n < hi
+            k_ptrs, v_ptrs = _kv_pointers(kc_ptr, vc_ptr, bt_row, n, n_ok, kvh, d, kc_s0, kc_s1, kc_s2,
+                                          vc_s0, vc_s1, vc_s2, KV_BLOCK)
+            k = tl.load(k_ptrs, mask=n_ok[:, None], other=0.0)
+            v = tl.load(v_ptrs, mask=n_ok[:, None], other=0.0)
+            m_i, l_i, acc = _attend_tile(q, k, v, n_ok, m_i, l_i, acc, qk_scale_log2, DOT_DTYPE)
 
     has = l_i > 0.0  # false only for an empty range (seq_len 0 or a trailing split)
     o = acc / tl.where(has, l_i, 1.0)[:, None]
@@ -346,7 +397,7 @@ def paged_decode_attention(
         MERGE_CHUNK=min(triton.next_power_of_2(num_splits), max(1, _MERGE_TILE // (merge_rows * d))),
         MERGE_ROWS=merge_rows,
         DOT_DTYPE=dot_dtype, EMULATE_RNE=_INTERPRET, PDL=pdl,
-        PRELOAD=preload, TRACE=traced,
+        PRELOAD=preload, ROW_APART=NEW_ROW_APART, TRACE=traced,
         num_warps=num_warps, num_stages=num_stages, **pdl_launch_kwargs(pdl),
     )
     return out
