@@ -157,6 +157,12 @@ for stage in "$@"; do case $stage in
   ktrace-8b) step ktrace-8b 150 python -m benchmarks.kernel_trace --model dummy:llama3-8b --json "$OUT/ktrace-8b.json" ;;
   ktrace-variants) for v in "${VARIANTS[@]}"; do for m in tinyllama-1.1b llama3-8b; do
              variant_step "ktrace-$m" 60 "$v" benchmarks.kernel_trace --model "dummy:$m"; done; done ;;
+  argmax-tests) step pytest-argmax-gpu 200 python -m pytest -q tests/kernels/test_argmax.py tests/e2e/test_gpu.py \
+             -k "argmax or replay_equals_eager" ;;
+  # The step outside the graph with and without the graphs' own argmax (one process each).
+  timeline-ab) for v in "base|" "noargmax|titaninfer.runner.cuda_graph.GREEDY_IN_GRAPH_MAX_BATCH=0"; do
+             PYTHONPATH=$PWD:$PWD/benchmarks; variant_step timeline-tiny 100 "$v" benchmarks.step_timeline \
+               --model dummy:tinyllama-1.1b; done ;;
   ktrace-test) step pytest-ktrace-gpu 90 python -m pytest -q -m gpu tests/kernels/test_skinny_gemm.py -k kernel_trace ;;
   profile-8b) step profile-8b 150 python -m titaninfer profile --model dummy:llama3-8b -n 1 \
              --input-len 128 --output-len 64 --steps 20 --out "$OUT/profile-8b" ;;

@@ -124,6 +124,30 @@ def test_cuda_graph_replay_equals_eager() -> None:
     assert tokens[True] == tokens[False]
 
 
+def test_argmax_inside_the_decode_graphs_picks_the_samplers_tokens(monkeypatch) -> None:
+    """Graphs of up to GREEDY_IN_GRAPH_MAX_BATCH rows take the greedy argmax themselves; the
+    tokens equal those of the sampler after the replay (the argmax off): batches shrinking
+    through every small graph size as requests end, beside rows the graph's argmax must
+    not serve (logprobs, a repetition penalty, temperature)."""
+    from titaninfer.runner import cuda_graph
+
+    prompts = _prompts(8, 32000, seed=4)
+    params = [SamplingParams(temperature=0.0, max_tokens=4 + 5 * i, ignore_eos=True) for i in range(8)]
+    params[2] = params[2].clone(logprobs=2)
+    params[5] = params[5].clone(repetition_penalty=1.3)
+    params[6] = params[6].clone(temperature=0.7, seed=6)
+    runs = {}
+    for in_graph in (8, 0):
+        monkeypatch.setattr(cuda_graph, "GREEDY_IN_GRAPH_MAX_BATCH", in_graph)
+        llm = LLM("dummy:tinyllama-1.1b", device="cuda", gpu_memory_utilization=0.3, max_num_seqs=16)
+        outs = llm.generate(prompts, params)
+        runs[in_graph] = [o.outputs[0].token_ids for o in outs]
+        assert bool(llm.engine.runner.graphs._greedy_sizes) == (in_graph > 0)
+        del llm
+        torch.cuda.empty_cache()
+    assert runs[8] == runs[0]
+
+
 def test_async_scheduling_and_sampling_paths_on_gpu() -> None:
     """Seeded sampling is reproducible run to run; sync and async step loops agree."""
     prompts = _prompts(6, 32000, seed=2)

@@ -28,6 +28,9 @@ def test_greedy_argmax_matches_torch(vocab, chunk, device):
         assert torch.equal(greedy_argmax(logits, chunk), expected)
     strided = torch.randn(3, vocab * 2, generator=gen).to(device)[:, :vocab]
     assert torch.equal(greedy_argmax(strided, chunk), strided.argmax(-1))
+    buf = torch.full((8,), -7, dtype=torch.int64, device=device)  # into a given buffer's first rows
+    assert greedy_argmax(logits, chunk, out=buf[:5]).data_ptr() == buf.data_ptr()
+    assert torch.equal(buf[:5], expected) and bool((buf[5:] == -7).all())
 
 
 def test_greedy_argmax_rejects_bad_input(device):
@@ -36,6 +39,8 @@ def test_greedy_argmax_rejects_bad_input(device):
     with pytest.raises(ValueError, match="power of two"):
         greedy_argmax(torch.zeros(2, 8, device=device), chunk=6)
     assert greedy_argmax(torch.zeros(0, 8, device=device)).shape == (0,)
+    with pytest.raises(ValueError, match="int64"):
+        greedy_argmax(torch.zeros(2, 8, device=device), out=torch.zeros(2, dtype=torch.int32, device=device))
 
 
 @gpu

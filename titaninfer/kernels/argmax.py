@@ -43,15 +43,19 @@ def _argmax_kernel(logits_ptr, row_stride, vocab, n_rows, part_val_ptr, part_idx
         tl.store(ticket_ptr + row, 0)  # zero again for the next call
 
 
-def greedy_argmax(logits: torch.Tensor, chunk: int = CHUNK) -> torch.Tensor:
+def greedy_argmax(logits: torch.Tensor, chunk: int = CHUNK, out: torch.Tensor | None = None) -> torch.Tensor:
     """logits [rows, V] (float, NaN-free, last dim contiguous) -> int64 [rows]: the first
-    index of each row's maximum, as `logits.argmax(-1)`."""
+    index of each row's maximum, as `logits.argmax(-1)` (written into `out` when given:
+    a contiguous int64 [rows], e.g. a CUDA graph's static buffer)."""
     if logits.dim() != 2 or logits.stride(-1) != 1:
         raise ValueError(f"greedy_argmax: logits must be 2-D with a contiguous last dim, got {tuple(logits.shape)}")
     if chunk & (chunk - 1):
         raise ValueError(f"greedy_argmax: chunk {chunk} is not a power of two")
     rows, vocab = logits.shape
-    out = torch.empty(rows, dtype=torch.int64, device=logits.device)
+    if out is None:
+        out = torch.empty(rows, dtype=torch.int64, device=logits.device)
+    elif out.shape != (rows,) or out.dtype != torch.int64 or not out.is_contiguous():
+        raise ValueError(f"greedy_argmax: out must be a contiguous int64 [{rows}], got {tuple(out.shape)} {out.dtype}")
     if rows == 0 or vocab == 0:
         return out.zero_()
     num_chunks = triton.cdiv(vocab, chunk)

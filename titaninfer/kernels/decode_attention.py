@@ -86,7 +86,8 @@ PRELOAD_FIRST_TILE = True
 # dot with zeros, which the compiler merges with the real one's conversion), and the path
 # after the wait is ~590 instead of ~1,010 SASS instructions (sm_90 compile, 128-token
 # tile, GROUP 8). False: the select.
-NEW_ROW_APART = True
+NEW_ROW_APART = False
+_V_OPERAND_BEFORE_WAIT = True
 _TILE_ELEMS = 8192  # elements of one K (or V) tile: BLOCK_N = _TILE_ELEMS // D, 16 to 128
 _MERGE_TILE = 8192  # floats of partial outputs the merging program loads at once (64 registers/thread)
 
@@ -161,7 +162,7 @@ def _decode_split_kernel(
     KV_BLOCK: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr, MERGE_CHUNK: tl.constexpr,
     MERGE_ROWS: tl.constexpr,
     DOT_DTYPE: tl.constexpr, EMULATE_RNE: tl.constexpr, PDL: tl.constexpr, PRELOAD: tl.constexpr,
-    ROW_APART: tl.constexpr, TRACE: tl.constexpr = False,
+    ROW_APART: tl.constexpr, V_EARLY: tl.constexpr = True, TRACE: tl.constexpr = False,
 ):
     b = tl.program_id(0)
     kvh = tl.program_id(1)
@@ -200,7 +201,10 @@ def _decode_split_kernel(
             has_row = (last >= lo) & (last < tl.minimum(lo + BLOCK_N, hi))  # in this first tile
             k_row_ptr, v_row_ptr = _kv_row_pointers(kc_ptr, vc_ptr, bt_row, last, kvh, kc_s0, kc_s1, kc_s2,
                                                     vc_s0, vc_s1, vc_s2, KV_BLOCK)
-            acc0 = tl.dot(tl.zeros([GROUP_PAD, BLOCK_N], DOT_DTYPE), v.to(DOT_DTYPE))
+            if V_EARLY:
+                acc0 = tl.dot(tl.zeros([GROUP_PAD, BLOCK_N], DOT_DTYPE), v.to(DOT_DTYPE))
+            else:
+                acc0 = tl.zeros([GROUP_PAD, HEAD_DIM], tl.float32)
         await_producer(PDL)  # q and this step's K/V are written by the kernel before
         stamp(trace_ptr, prog, 1, prog, 5, TRACE)
         if ROW_APART:
@@ -397,7 +401,7 @@ def paged_decode_attention(
         MERGE_CHUNK=min(triton.next_power_of_2(num_splits), max(1, _MERGE_TILE // (merge_rows * d))),
         MERGE_ROWS=merge_rows,
         DOT_DTYPE=dot_dtype, EMULATE_RNE=_INTERPRET, PDL=pdl,
-        PRELOAD=preload, ROW_APART=NEW_ROW_APART, TRACE=traced,
+        PRELOAD=preload, ROW_APART=NEW_ROW_APART, V_EARLY=_V_OPERAND_BEFORE_WAIT, TRACE=traced,
         num_warps=num_warps, num_stages=num_stages, **pdl_launch_kwargs(pdl),
     )
     return out

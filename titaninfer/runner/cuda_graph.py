@@ -6,6 +6,12 @@ static device buffers; a batch of B sequences runs on the smallest captured size
 with the extra rows padded (seq_len 0: zero attention output; slot -1: nothing stored;
 their logits are ignored). Batches larger than the largest size, or containing prefill
 chunks, run eagerly.
+
+Around a replay, the device runs only what the graph cannot hold: the step's inputs
+arrive in one host-to-device copy where the batch is small (ids, positions, slots,
+lengths and block-table rows share one buffer), and graphs of up to
+GREEDY_IN_GRAPH_MAX_BATCH rows end with the greedy argmax of every row, so an all-greedy
+step needs no sampling launch after the replay.
 """
 
 from __future__ import annotations
@@ -21,11 +27,21 @@ import torch
 from torch import nn
 
 from titaninfer.layers.attention_metadata import AttentionMetadata
+from titaninfer.layers.dispatch import use_triton
 from titaninfer.runner.batch import HostBatch
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# Graphs of at most this many rows also take each row's greedy argmax (`greedy_tokens`):
+# a batch-1 step then saves the argmax launch and its gap (~5 us of a ~0.75 ms TinyLlama
+# step); a step that samples pays the unused argmax, ~1-3 us at these sizes. 0: never.
+GREEDY_IN_GRAPH_MAX_BATCH = 8
+# The block-table rows travel in the inputs' one copy while they are at most this many
+# bytes (whole rows: stale entries past a row's length are never read); else a second,
+# strided copy of the used part.
+_ONE_COPY_MAX_TABLE_BYTES = 16 << 10
 
 
 def capture_graph(forward: Callable[[], T], device: torch.device, pool: Any) -> tuple[torch.cuda.CUDAGraph, T, Any]:
@@ -60,25 +76,37 @@ class DecodeGraphs:
         self.max_seq_len = max_blocks_per_seq * block_size  # static bound for the kernels
         self.device = device
         mb = self.max_bs
-        # ids, positions and slots in one buffer (rows of one [3, mb] tensor) and seq_lens in
-        # its own dtype, so that a step's inputs arrive in two whole-buffer copies (about
-        # 6 KB at most) instead of one per field plus a cast kernel.
-        self._ids_pos_slots = torch.zeros((3, mb), dtype=torch.int64, device=device)
+        # All step inputs in one int64 buffer, so that the used part arrives in one copy:
+        # [ids | positions | slots] (3 x mb int64), then seq_lens (mb int32) and the block
+        # tables (mb x max_blocks int32), int32 views of the words after them. A pinned
+        # host buffer of the same layout stages them.
+        lens_words = -(-mb // 2)
+        self._tables_word = 3 * mb + lens_words
+        words = self._tables_word + -(-(mb * max_blocks_per_seq) // 2)
+        self._inputs = torch.zeros(words, dtype=torch.int64, device=device)
+        self._staging = torch.zeros(words, dtype=torch.int64, pin_memory=True)
+        (self._ids_pos_slots, self.seq_lens, self.block_tables) = self._input_views(self._inputs)
         self.input_ids, self.positions, self.slot_mapping = self._ids_pos_slots.unbind(0)
         self.slot_mapping.fill_(-1)
-        self.seq_lens = torch.zeros(mb, dtype=torch.int32, device=device)
-        self.block_tables = torch.zeros((mb, max_blocks_per_seq), dtype=torch.int32, device=device)
         self.query_start_loc = torch.arange(mb + 1, dtype=torch.int32, device=device)
-        # Pinned staging for the per-step host->device copies: [ids, pos, slots], seq_lens
-        self._staging = torch.zeros((3, mb), dtype=torch.int64, pin_memory=True)
-        self._staging_lens = torch.zeros(mb, dtype=torch.int32, pin_memory=True)
-        self._staging_tables = torch.zeros((mb, max_blocks_per_seq), dtype=torch.int32, pin_memory=True)
         self._staging_free = torch.cuda.Event()
         self._staging_free.record()
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.logits: dict[int, torch.Tensor] = {}
+        # Each row's greedy token, written by the graphs of up to GREEDY_IN_GRAPH_MAX_BATCH rows
+        self.greedy_tokens = torch.zeros(mb, dtype=torch.int64, device=device)
+        self._greedy_sizes: set[int] = set()
         self.pool = None
         self.capture_s = 0.0
+
+    def _input_views(self, buf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """([3, mb] int64 ids/positions/slots, [mb] int32 seq_lens, [mb, max_blocks] int32
+        block tables): views of one inputs buffer (device or staging)."""
+        mb = self.max_bs
+        ints = buf[3 * mb:].view(torch.int32)
+        tables_at = 2 * (self._tables_word - 3 * mb)
+        return (buf[:3 * mb].view(3, mb), ints[:mb],
+                ints[tables_at:tables_at + mb * self.max_blocks].view(mb, self.max_blocks))
 
     def _meta(self, bs: int) -> AttentionMetadata:
         return AttentionMetadata(
@@ -89,12 +117,19 @@ class DecodeGraphs:
 
     def _forward(self, bs: int) -> torch.Tensor:
         hidden = self.model(self.input_ids[:bs], self.positions[:bs], self.kv_caches, self._meta(bs))
-        return self.model.compute_logits(hidden)
+        logits = self.model.compute_logits(hidden)
+        if bs in self._greedy_sizes:
+            from titaninfer.kernels.argmax import greedy_argmax
+
+            greedy_argmax(logits, out=self.greedy_tokens[:bs])
+        return logits
 
     @torch.inference_mode()
     def capture(self) -> None:
         t0 = time.perf_counter()
         self.seq_lens.fill_(1)  # capture-time values: every row attends to one token
+        if use_triton(self.block_tables):  # the argmax kernel is Triton's (NaN-free logits)
+            self._greedy_sizes = {s for s in self.sizes if s <= GREEDY_IN_GRAPH_MAX_BATCH}
         for bs in reversed(self.sizes):  # largest first so smaller graphs reuse its pool
             forward = functools.partial(self._forward, bs)
             self.graphs[bs], self.logits[bs], self.pool = capture_graph(forward, self.device, self.pool)
@@ -113,6 +148,13 @@ class DecodeGraphs:
         return (hb.all_decode and self.size_for(len(hb.chunks)) is not None
                 and hb.block_tables.shape[1] <= self.max_blocks)
 
+    def greedy_tokens_for(self, num_seqs: int) -> torch.Tensor | None:
+        """The greedy tokens [num_seqs] int64 that the last replay for num_seqs rows wrote
+        (a view of a static buffer, valid until the next replay), or None where that
+        graph has no argmax."""
+        bs = self.size_for(num_seqs)
+        return self.greedy_tokens[:num_seqs] if bs in self._greedy_sizes else None
+
     def run(self, hb: HostBatch, fill_placeholders=None) -> torch.Tensor:
         """Replay the graph for hb (all decodes); returns logits [B, V] (a view into the
         graph's output, valid until the next replay)."""
@@ -120,23 +162,23 @@ class DecodeGraphs:
         bs = self.size_for(b)
         assert bs is not None
         nblk = hb.block_tables.shape[1]
-        # The previous step's copies must have left the staging buffers before we refill them.
+        # The previous step's copies must have left the staging buffer before we refill it.
         self._staging_free.synchronize()
-        st = self._staging.numpy()
-        lens = self._staging_lens.numpy()
-        st[0, :b] = np.where(hb.input_ids < 0, 0, hb.input_ids)
-        st[1, :b] = hb.positions
-        st[2, :b] = hb.slot_mapping
+        ids_pos_slots, lens, tables = (t.numpy() for t in self._input_views(self._staging))
+        ids_pos_slots[0, :b] = np.where(hb.input_ids < 0, 0, hb.input_ids)
+        ids_pos_slots[1, :b] = hb.positions
+        ids_pos_slots[2, :b] = hb.slot_mapping
+        ids_pos_slots[0:2, b:] = 0
+        ids_pos_slots[2, b:] = -1  # padding rows store nothing
         lens[:b] = hb.seq_lens
-        st[0, b:] = 0
-        st[1, b:] = 0
-        st[2, b:] = -1  # padding rows store nothing
         lens[b:] = 0  # and attend to nothing
-        self._staging_tables.numpy()[:b, :nblk] = hb.block_tables
-        # Whole buffers (contiguous on both sides): one copy each, no staging on the device.
-        self._ids_pos_slots.copy_(self._staging, non_blocking=True)
-        self.seq_lens.copy_(self._staging_lens, non_blocking=True)
-        self.block_tables[:b, :nblk].copy_(self._staging_tables[:b, :nblk], non_blocking=True)
+        tables[:b, :nblk] = hb.block_tables
+        if b * self.max_blocks * 4 <= _ONE_COPY_MAX_TABLE_BYTES:  # one copy: all but unused rows
+            words = self._tables_word + -(-(b * self.max_blocks) // 2)
+            self._inputs[:words].copy_(self._staging[:words], non_blocking=True)
+        else:
+            self._inputs[:self._tables_word].copy_(self._staging[:self._tables_word], non_blocking=True)
+            self.block_tables[:b, :nblk].copy_(self._input_views(self._staging)[2][:b, :nblk], non_blocking=True)
         self._staging_free.record()
         if fill_placeholders is not None:
             fill_placeholders(self.input_ids)

@@ -188,7 +188,7 @@ class ModelRunner:
 
         tables = {c.request_id: self._requests[c.request_id].block_ids for c in sched.chunks}
         hb = build_host_batch(sched.chunks, tables, self.block_size)
-        logits = self._forward(hb)
+        logits, graph_greedy = self._forward(hb)
         if logits is None:
             return StepHandle(self, [], None, None, tokens_list=[])
 
@@ -196,9 +196,12 @@ class ModelRunner:
         states = [self._requests[c.request_id] for c in chunks]
         if any(_needs_history(st.params) for st in states) and self._pending is not None:
             self._pending.result()  # penalties need every earlier token on the host
-        rows = [SamplingRow(st.params, st.prompt_token_ids, st.output_token_ids, st.num_sampled)
-                for st in states]
-        tokens_dev, logprobs = self.sampler.sample(logits, rows)
+        if graph_greedy is not None and all(_greedy_as_is(st.params) for st in states):
+            tokens_dev, logprobs = graph_greedy, [None] * len(states)  # the graph's own argmax
+        else:
+            rows = [SamplingRow(st.params, st.prompt_token_ids, st.output_token_ids, st.num_sampled)
+                    for st in states]
+            tokens_dev, logprobs = self.sampler.sample(logits, rows)
         for st in states:
             st.num_sampled += 1
         request_ids = [c.request_id for c in chunks]
@@ -230,13 +233,15 @@ class ModelRunner:
         src_t = host_to_device(np.asarray(src, dtype=np.int64), self.device)
         input_ids[dst_t] = self._last_tokens[src_t]
 
-    def _forward(self, hb: HostBatch) -> torch.Tensor | None:
-        """Run the model; returns float32 logits of the sampled rows, or None if none."""
+    def _forward(self, hb: HostBatch) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Run the model; returns (float32 logits of the sampled rows or None if none, their
+        greedy tokens where a decode graph computed them, else None)."""
         if self.graphs is not None and self.graphs.can_run(hb):
             # Every decode samples, so the graph's logits rows are the sampled rows in order.
-            return self.graphs.run(hb, lambda ids: self._fill_placeholders(hb, ids))
+            logits = self.graphs.run(hb, lambda ids: self._fill_placeholders(hb, ids))
+            return logits, self.graphs.greedy_tokens_for(len(hb.chunks))
         if self.prefill_graphs is not None and self.prefill_graphs.can_run(hb):
-            return self.prefill_graphs.run(hb, lambda ids: self._fill_placeholders(hb, ids))
+            return self.prefill_graphs.run(hb, lambda ids: self._fill_placeholders(hb, ids)), None
         inputs = to_device(hb, self.device)
         # Decode kernels pick their split count from this bound: using the same static bound
         # as the CUDA graphs makes eager and replayed steps compute identically.
@@ -244,9 +249,15 @@ class ModelRunner:
         self._fill_placeholders(hb, inputs.input_ids)
         hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, inputs.meta)
         if not hb.sample_rows:
-            return None
+            return None, None
         rows = host_to_device(np.asarray(hb.sample_rows, dtype=np.int64), self.device)
-        return self.model.compute_logits(hidden[rows])
+        return self.model.compute_logits(hidden[rows]), None
+
+
+def _greedy_as_is(p: SamplingParams) -> bool:
+    """A row whose token is the plain argmax of its logits (no penalty changes them, no
+    logprobs to report): what a decode graph's own argmax gives."""
+    return p.greedy and p.logprobs is None and not _needs_history(p)
 
 
 def _needs_history(p: SamplingParams) -> bool:
