@@ -163,6 +163,12 @@ for stage in "$@"; do case $stage in
   timeline-ab) for v in "base|" "noargmax|titaninfer.runner.cuda_graph.GREEDY_IN_GRAPH_MAX_BATCH=0"; do
              PYTHONPATH=$PWD:$PWD/benchmarks; variant_step timeline-tiny 100 "$v" benchmarks.step_timeline \
                --model dummy:tinyllama-1.1b; done ;;
+  # The step outside the graph with the engine settings of step_timeline and of the bench.
+  timeline-settings) export PYTHONPATH=$PWD:$PWD/benchmarks
+             step timeline-tiny-8-05 60 python benchmarks/step_timeline.py --model dummy:tinyllama-1.1b
+             step timeline-tiny-256-05 60 python benchmarks/step_timeline.py --model dummy:tinyllama-1.1b --max-num-seqs 256
+             step timeline-tiny-8-09 60 python benchmarks/step_timeline.py --model dummy:tinyllama-1.1b --gpu-memory-utilization 0.9
+             step timeline-tiny-256-09 60 python benchmarks/step_timeline.py --model dummy:tinyllama-1.1b --max-num-seqs 256 --gpu-memory-utilization 0.9 ;;
   ktrace-test) step pytest-ktrace-gpu 90 python -m pytest -q -m gpu tests/kernels/test_skinny_gemm.py -k kernel_trace ;;
   profile-8b) step profile-8b 150 python -m titaninfer profile --model dummy:llama3-8b -n 1 \
              --input-len 128 --output-len 64 --steps 20 --out "$OUT/profile-8b" ;;

@@ -41,10 +41,12 @@ def main() -> None:
     ap.add_argument("--model", default="dummy:tinyllama-1.1b")
     ap.add_argument("--steps", type=int, default=30, help="steps traced")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--max-num-seqs", type=int, default=8, help="the bench's engines use 256")
+    ap.add_argument("--gpu-memory-utilization", type=float, default=0.5, help="the bench's engines use 0.9")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("step_timeline: needs a CUDA GPU")
-    llm = LLM(args.model, max_num_seqs=8, gpu_memory_utilization=0.5)
+    llm = LLM(args.model, max_num_seqs=args.max_num_seqs, gpu_memory_utilization=args.gpu_memory_utilization)
     eng = llm.engine
     params = SamplingParams(max_tokens=2000, temperature=0.0, ignore_eos=True)
     eng.add_request(list(range(1, 129)), params, request_id="r0")
