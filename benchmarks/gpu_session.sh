@@ -26,7 +26,7 @@ B="python -m titaninfer.bench"
 # Decode-latency A/B of tuning constants (benchmarks/with_overrides.py), one model per stage.
 K=titaninfer.kernels
 # A name starting "off" runs with TITANINFER_PDL=0.
-VARIANTS=("base|" "rowsel|$K.decode_attention.NEW_ROW_APART=False")
+VARIANTS=("base|" "rowapart|$K.decode_attention.NEW_ROW_APART=True" "qkv1|$K.skinny_gemm._LOOP2_MAX_PROGRAMS_PER_SM=4" "rowapart_qkv1|$K.decode_attention.NEW_ROW_APART=True $K.skinny_gemm._LOOP2_MAX_PROGRAMS_PER_SM=4")
 variant_step() {  # variant_step PREFIX TIMEOUT "NAME|OVERRIDES" MODULE ARGS...: step PREFIX-NAME
   local prefix=$1 t=$2 name=${3%%|*} ovr=${3#*|} pdl=1
   shift 3

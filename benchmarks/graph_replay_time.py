@@ -50,10 +50,11 @@ def set_decode_inputs(graphs: DecodeGraphs, batch: int, context: int, num_blocks
     if bs is None or blocks > graphs.max_blocks or bs * blocks > num_blocks:
         raise SystemExit(f"batch {batch} x context {context} does not fit the captured graphs")
     tables = torch.arange(bs * blocks, dtype=torch.int32, device=graphs.device).view(bs, blocks)
-    graphs.block_tables[:bs, :blocks] = tables
-    graphs.seq_lens[:bs] = context + 1
-    graphs.positions[:bs] = context
-    graphs.slot_mapping[:bs] = tables[:, context // graphs.block_size].long() * graphs.block_size \
+    inp = graphs.inputs[bs]
+    inp.block_tables[:, :blocks] = tables
+    inp.seq_lens[:] = context + 1
+    inp.positions[:] = context
+    inp.slot_mapping[:] = tables[:, context // graphs.block_size].long() * graphs.block_size \
         + context % graphs.block_size
     return bs
 
