@@ -62,16 +62,15 @@ def test_decode_merge_over_several_chunks(make_paged_kv, device):
 
 
 @pytest.mark.parametrize("num_splits", [1, 3])
-@pytest.mark.parametrize("preload,row_apart", [(True, True), (True, False), (False, False)])
-def test_decode_first_tile_before_the_wait(make_paged_kv, device, preload, row_apart, num_splits, monkeypatch):
-    """The first K/V tile loaded before the PDL wait (the new token's row after it: scored
-    apart or selected into the tile) and the plain kernel: against the reference, with
-    single-token and empty rows, and rows whose last token is in the first tile of its split
-    or (one split of 300 tokens: three 128-token tiles) in a later one."""
+@pytest.mark.parametrize("preload", [True, False])
+def test_decode_first_tile_before_the_wait(make_paged_kv, device, preload, num_splits, monkeypatch):
+    """The first K/V tile loaded before the PDL wait (the new token's row after it) and the
+    plain kernel: against the reference, with single-token and empty rows, and rows whose
+    last token is in the first tile of its split or (one split of 300 tokens: three 128-token
+    tiles, the later ones in the loop) in a later one."""
     import titaninfer.kernels.decode_attention as da
 
     monkeypatch.setattr(da, "PRELOAD_FIRST_TILE", preload)
-    monkeypatch.setattr(da, "NEW_ROW_APART", row_apart)
     _run_case(make_paged_kv, device, [1, 300, 0, 65], 8, 2, 64, 16, torch.bfloat16, num_splits=num_splits)
 
 

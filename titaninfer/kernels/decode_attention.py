@@ -79,15 +79,16 @@ PRELOAD_FIRST_TILE = True
 # 729.4; and loading the new row into the preloaded tile through the load's `other`
 # instead of a select (fewer instructions and registers in an sm_90 compile) 733.5 / 734.1
 # against ~725 expected: both reverted.
-# Preloading, the step's own token (the last position, the one K/V row written by the
-# kernel before) is scored apart from the preloaded tile (q . k_new elementwise, one more
-# term in the online softmax) instead of being selected into the tile after the wait: the
-# tile's K and V then reach the tensor cores' operand layout before the wait (V through a
-# dot with zeros, which the compiler merges with the real one's conversion), and the path
-# after the wait is ~590 instead of ~1,010 SASS instructions (sm_90 compile, 128-token
-# tile, GROUP 8). False: the select.
-NEW_ROW_APART = False
-_V_OPERAND_BEFORE_WAIT = True
+# Also tried (0a41fb5, reverted): the step's own token scored apart from the preloaded tile
+# (q . k_new elementwise, one more term of the online softmax) instead of selected into it,
+# so that the tile's K and V reach the tensor cores' operand layout before the wait: ~560
+# instead of ~845 SASS instructions after the wait (sm_90), 1 us less from the release to
+# the partial outputs (kernel_trace.py), yet the captured TinyLlama step took 753.5 /
+# 752.9 us against 722.0 / 722.1, and 754.0 / 753.8 against 724.3 / 725.8 in a second call.
+# The layout conversion then waits for the preloaded K/V before the program reaches its
+# wait, and the programs are resident only ~1.3 us before the release: the loads' latency
+# moved onto the chain.
+GUARD_LATER_TILES = True  # the loop over later tiles behind `if` (see the kernel); A/B knob
 _TILE_ELEMS = 8192  # elements of one K (or V) tile: BLOCK_N = _TILE_ELEMS // D, 16 to 128
 _MERGE_TILE = 8192  # floats of partial outputs the merging program loads at once (64 registers/thread)
 
@@ -102,15 +103,6 @@ def _kv_pointers(kc_ptr, vc_ptr, bt_row, n, ok, kvh, d, kc_s0, kc_s1, kc_s2, vc_
     k_ptrs = kc_ptr + (blk * kc_s0 + off * kc_s1 + kvh * kc_s2)[:, None] + d[None, :]
     v_ptrs = vc_ptr + (blk * vc_s0 + off * vc_s1 + kvh * vc_s2)[:, None] + d[None, :]
     return k_ptrs, v_ptrs
-
-
-@triton.jit
-def _kv_row_pointers(kc_ptr, vc_ptr, bt_row, pos, kvh, kc_s0, kc_s1, kc_s2, vc_s0, vc_s1, vc_s2,
-                     KV_BLOCK: tl.constexpr):
-    """Addresses of the K and V rows (dim 0) of one sequence's position pos, KV head kvh."""
-    blk = tl.load(bt_row + tl.maximum(pos, 0) // KV_BLOCK).to(tl.int64)
-    off = tl.maximum(pos, 0) % KV_BLOCK
-    return kc_ptr + blk * kc_s0 + off * kc_s1 + kvh * kc_s2, vc_ptr + blk * vc_s0 + off * vc_s1 + kvh * vc_s2
 
 
 @triton.jit
@@ -133,22 +125,19 @@ def _attend_tile(q, k, v, n_ok, m_i, l_i, acc, qk_scale_log2, DOT_DTYPE: tl.cons
 
 
 @triton.jit
-def _attend_first_tile_and_row(q, k, v, acc0, tile_ok, k_row, v_row, row_ok, qk_scale_log2,
-                               DOT_DTYPE: tl.constexpr):
-    """The softmax state (max, sum, output; base 2) over a first tile (positions tile_ok)
-    and one more row scored apart (where row_ok): the step's own token. acc0 is the zero
-    the tile's P @ V accumulates onto (see NEW_ROW_APART)."""
-    s = tl.dot(q, tl.trans(k.to(DOT_DTYPE))) * qk_scale_log2  # [GROUP_PAD, BLOCK_N]
-    s = tl.where(tile_ok[None, :], s, float("-inf"))
-    s_row = tl.sum(q.to(tl.float32) * k_row.to(tl.float32)[None, :], 1) * qk_scale_log2  # [GROUP_PAD]
-    s_row = tl.where(row_ok, s_row, float("-inf"))
-    m = tl.maximum(tl.max(s, 1), s_row)
-    m_ref = tl.where(m == float("-inf"), 0.0, m)  # nothing to attend to: all weights 0
-    p = tl.exp2(s - m_ref[:, None])
-    p_row = tl.exp2(s_row - m_ref)
-    l_i = tl.sum(p, 1) + p_row
-    acc = tl.dot(p.to(DOT_DTYPE), v.to(DOT_DTYPE), acc0) + p_row[:, None] * v_row.to(tl.float32)[None, :]
-    return m, l_i, acc
+def _attend_later_tiles(q, kc_ptr, vc_ptr, bt_row, lo, hi, kvh, d, kc_s0, kc_s1, kc_s2, vc_s0, vc_s1, vc_s2,
+                        m_i, l_i, acc, qk_scale_log2, KV_BLOCK: tl.constexpr, BLOCK_N: tl.constexpr,
+                        DOT_DTYPE: tl.constexpr):
+    """The online softmax over the split's tiles after its first, [lo + BLOCK_N, hi)."""
+    for start in range(lo + BLOCK_N, hi, BLOCK_N):
+        n = start + tl.arange(0, BLOCK_N)
+        n_ok = n < hi
+        k_ptrs, v_ptrs = _kv_pointers(kc_ptr, vc_ptr, bt_row, n, n_ok, kvh, d, kc_s0, kc_s1, kc_s2,
+                                      vc_s0, vc_s1, vc_s2, KV_BLOCK)
+        k = tl.load(k_ptrs, mask=n_ok[:, None], other=0.0)
+        v = tl.load(v_ptrs, mask=n_ok[:, None], other=0.0)
+        m_i, l_i, acc = _attend_tile(q, k, v, n_ok, m_i, l_i, acc, qk_scale_log2, DOT_DTYPE)
+    return m_i, l_i, acc
 
 
 # Block-table width changes with the longest sequence in eager steps: not specialised.
@@ -162,7 +151,7 @@ def _decode_split_kernel(
     KV_BLOCK: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr, MERGE_CHUNK: tl.constexpr,
     MERGE_ROWS: tl.constexpr,
     DOT_DTYPE: tl.constexpr, EMULATE_RNE: tl.constexpr, PDL: tl.constexpr, PRELOAD: tl.constexpr,
-    ROW_APART: tl.constexpr, V_EARLY: tl.constexpr = True, TRACE: tl.constexpr = False,
+    GUARD_LOOP: tl.constexpr, TRACE: tl.constexpr = False,
 ):
     b = tl.program_id(0)
     kvh = tl.program_id(1)
@@ -192,28 +181,15 @@ def _decode_split_kernel(
     n_ok = n < hi
     k_ptrs, v_ptrs = _kv_pointers(kc_ptr, vc_ptr, bt_row, n, n_ok, kvh, d, kc_s0, kc_s1, kc_s2, vc_s0, vc_s1, vc_s2,
                                   KV_BLOCK)
-    last = seq_len - 1
-    old = n_ok & (n < last)
     if PRELOAD:
+        old = n_ok & (n < seq_len - 1)
         k = tl.load(k_ptrs, mask=old[:, None], other=0.0)
         v = tl.load(v_ptrs, mask=old[:, None], other=0.0)
-        if ROW_APART:
-            has_row = (last >= lo) & (last < tl.minimum(lo + BLOCK_N, hi))  # in this first tile
-            k_row_ptr, v_row_ptr = _kv_row_pointers(kc_ptr, vc_ptr, bt_row, last, kvh, kc_s0, kc_s1, kc_s2,
-                                                    vc_s0, vc_s1, vc_s2, KV_BLOCK)
-            if V_EARLY:
-                acc0 = tl.dot(tl.zeros([GROUP_PAD, BLOCK_N], DOT_DTYPE), v.to(DOT_DTYPE))
-            else:
-                acc0 = tl.zeros([GROUP_PAD, HEAD_DIM], tl.float32)
         await_producer(PDL)  # q and this step's K/V are written by the kernel before
         stamp(trace_ptr, prog, 1, prog, 5, TRACE)
-        if ROW_APART:
-            k_row = tl.load(k_row_ptr + d, mask=d < tl.where(has_row, HEAD_DIM, 0), other=0.0)
-            v_row = tl.load(v_row_ptr + d, mask=d < tl.where(has_row, HEAD_DIM, 0), other=0.0)
-        else:
-            new = n_ok & (n == last)  # one row, its address known: one round trip, beside q's
-            k = tl.where(new[:, None], tl.load(k_ptrs, mask=new[:, None], other=0.0), k)
-            v = tl.where(new[:, None], tl.load(v_ptrs, mask=new[:, None], other=0.0), v)
+        new = n_ok & (n == seq_len - 1)  # one row, its address known: one round trip, beside q's
+        k = tl.where(new[:, None], tl.load(k_ptrs, mask=new[:, None], other=0.0), k)
+        v = tl.where(new[:, None], tl.load(v_ptrs, mask=new[:, None], other=0.0), v)
     else:
         k = tl.load(k_ptrs, mask=n_ok[:, None], other=0.0)
         v = tl.load(v_ptrs, mask=n_ok[:, None], other=0.0)
@@ -224,20 +200,18 @@ def _decode_split_kernel(
     l_i = tl.zeros([GROUP_PAD], tl.float32)
     acc = tl.zeros([GROUP_PAD, HEAD_DIM], tl.float32)
     if lo < hi:  # an empty split adds nothing (and must not: its scores are all -inf)
-        if PRELOAD and ROW_APART:
-            m_i, l_i, acc = _attend_first_tile_and_row(q, k, v, acc0, old, k_row, v_row, has_row,
-                                                       qk_scale_log2, DOT_DTYPE)
-        else:
-            m_i, l_i, acc = _attend_tile(q, k, v, n_ok, m_i, l_i, acc, qk_scale_log2, DOT_DTYPE)
-    if lo + BLOCK_N < hi:  # so that the loop's pipeline prologue (~160 instructions) runs only for a loop
-        for start in range(lo + BLOCK_N, hi, BLOCK_N):
-            n = start + tl.arange(0, BLOCK_N)
-            n_ok = n < hi
-            k_ptrs, v_ptrs = _kv_pointers(kc_ptr, vc_ptr, bt_row, n, n_ok, kvh, d, kc_s0, kc_s1, kc_s2,
-                                          vc_s0, vc_s1, vc_s2, KV_BLOCK)
-            k = tl.load(k_ptrs, mask=n_ok[:, None], other=0.0)
-            v = tl.load(v_ptrs, mask=n_ok[:, None], other=0.0)
-            m_i, l_i, acc = _attend_tile(q, k, v, n_ok, m_i, l_i, acc, qk_scale_log2, DOT_DTYPE)
+        m_i, l_i, acc = _attend_tile(q, k, v, n_ok, m_i, l_i, acc, qk_scale_log2, DOT_DTYPE)
+    # Entered only where the split has a later tile, so that the software pipeline's prologue
+    # (~160 SASS instructions of cp.async and addresses) is not on every short split's chain.
+    if GUARD_LOOP:
+        if lo + BLOCK_N < hi:
+            m_i, l_i, acc = _attend_later_tiles(q, kc_ptr, vc_ptr, bt_row, lo, hi, kvh, d, kc_s0, kc_s1, kc_s2,
+                                                vc_s0, vc_s1, vc_s2, m_i, l_i, acc, qk_scale_log2,
+                                                KV_BLOCK, BLOCK_N, DOT_DTYPE)
+    else:
+        m_i, l_i, acc = _attend_later_tiles(q, kc_ptr, vc_ptr, bt_row, lo, hi, kvh, d, kc_s0, kc_s1, kc_s2,
+                                            vc_s0, vc_s1, vc_s2, m_i, l_i, acc, qk_scale_log2,
+                                            KV_BLOCK, BLOCK_N, DOT_DTYPE)
 
     has = l_i > 0.0  # false only for an empty range (seq_len 0 or a trailing split)
     o = acc / tl.where(has, l_i, 1.0)[:, None]
@@ -401,7 +375,7 @@ def paged_decode_attention(
         MERGE_CHUNK=min(triton.next_power_of_2(num_splits), max(1, _MERGE_TILE // (merge_rows * d))),
         MERGE_ROWS=merge_rows,
         DOT_DTYPE=dot_dtype, EMULATE_RNE=_INTERPRET, PDL=pdl,
-        PRELOAD=preload, ROW_APART=NEW_ROW_APART, V_EARLY=_V_OPERAND_BEFORE_WAIT, TRACE=traced,
+        PRELOAD=preload, GUARD_LOOP=GUARD_LATER_TILES, TRACE=traced,
         num_warps=num_warps, num_stages=num_stages, **pdl_launch_kwargs(pdl),
     )
     return out
