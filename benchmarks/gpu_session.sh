@@ -26,7 +26,7 @@ B="python -m titaninfer.bench"
 # Decode-latency A/B of tuning constants (benchmarks/with_overrides.py), one model per stage.
 K=titaninfer.kernels
 # A name starting "off" runs with TITANINFER_PDL=0.
-VARIANTS=("base|" "noguard|$K.decode_attention.GUARD_LATER_TILES=False" "loop2max3|$K.skinny_gemm._LOOP2_MAX_PROGRAMS_PER_SM=3" "loop2max5|$K.skinny_gemm._LOOP2_MAX_PROGRAMS_PER_SM=5")
+VARIANTS=("base|" "loop2max5|$K.skinny_gemm._LOOP2_MAX_PROGRAMS_PER_SM=5")
 variant_step() {  # variant_step PREFIX TIMEOUT "NAME|OVERRIDES" MODULE ARGS...: step PREFIX-NAME
   local prefix=$1 t=$2 name=${3%%|*} ovr=${3#*|} pdl=1
   shift 3
@@ -98,8 +98,6 @@ for stage in "$@"; do case $stage in
   stub-tiny) ablation tinyllama-1.1b 40 "" "--stub attn" "--drop attn" ;;
   replay2-all) replay2 30 tinyllama-1.1b qwen3-0.6b llama3-8b ;;  # 30 s: a first compile can pass 22
   replay2-tiny) replay2 30 tinyllama-1.1b ;;
-  guard-8b) for v in "base|" "noguard|$K.decode_attention.GUARD_LATER_TILES=False"; do
-             variant_step replay-llama3-8b 35 "$v" benchmarks.graph_replay_time --model dummy:llama3-8b; done ;;
   replay2-tiny-qwen) replay2 30 tinyllama-1.1b qwen3-0.6b ;;
   replay-8b) replay llama3-8b 35 ;;
   replay-qwen) replay qwen3-0.6b 30 ;;

@@ -88,7 +88,6 @@ PRELOAD_FIRST_TILE = True
 # The layout conversion then waits for the preloaded K/V before the program reaches its
 # wait, and the programs are resident only ~1.3 us before the release: the loads' latency
 # moved onto the chain.
-GUARD_LATER_TILES = True  # the loop over later tiles behind `if` (see the kernel); A/B knob
 _TILE_ELEMS = 8192  # elements of one K (or V) tile: BLOCK_N = _TILE_ELEMS // D, 16 to 128
 _MERGE_TILE = 8192  # floats of partial outputs the merging program loads at once (64 registers/thread)
 
@@ -151,7 +150,7 @@ def _decode_split_kernel(
     KV_BLOCK: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr, MERGE_CHUNK: tl.constexpr,
     MERGE_ROWS: tl.constexpr,
     DOT_DTYPE: tl.constexpr, EMULATE_RNE: tl.constexpr, PDL: tl.constexpr, PRELOAD: tl.constexpr,
-    GUARD_LOOP: tl.constexpr, TRACE: tl.constexpr = False,
+    TRACE: tl.constexpr = False,
 ):
     b = tl.program_id(0)
     kvh = tl.program_id(1)
@@ -202,13 +201,10 @@ def _decode_split_kernel(
     if lo < hi:  # an empty split adds nothing (and must not: its scores are all -inf)
         m_i, l_i, acc = _attend_tile(q, k, v, n_ok, m_i, l_i, acc, qk_scale_log2, DOT_DTYPE)
     # Entered only where the split has a later tile, so that the software pipeline's prologue
-    # (~160 SASS instructions of cp.async and addresses) is not on every short split's chain.
-    if GUARD_LOOP:
-        if lo + BLOCK_N < hi:
-            m_i, l_i, acc = _attend_later_tiles(q, kc_ptr, vc_ptr, bt_row, lo, hi, kvh, d, kc_s0, kc_s1, kc_s2,
-                                                vc_s0, vc_s1, vc_s2, m_i, l_i, acc, qk_scale_log2,
-                                                KV_BLOCK, BLOCK_N, DOT_DTYPE)
-    else:
+    # (~160 SASS instructions of cp.async and addresses, sm_90) is not on every short split's
+    # chain. Captured batch-1 step, H200, us, one call (b7145a1): TinyLlama 719.7 against
+    # 726.9 / 727.5 without the if; Llama-3-8B 3,867.3 against 3,869.0.
+    if lo + BLOCK_N < hi:
         m_i, l_i, acc = _attend_later_tiles(q, kc_ptr, vc_ptr, bt_row, lo, hi, kvh, d, kc_s0, kc_s1, kc_s2,
                                             vc_s0, vc_s1, vc_s2, m_i, l_i, acc, qk_scale_log2,
                                             KV_BLOCK, BLOCK_N, DOT_DTYPE)
@@ -375,7 +371,7 @@ def paged_decode_attention(
         MERGE_CHUNK=min(triton.next_power_of_2(num_splits), max(1, _MERGE_TILE // (merge_rows * d))),
         MERGE_ROWS=merge_rows,
         DOT_DTYPE=dot_dtype, EMULATE_RNE=_INTERPRET, PDL=pdl,
-        PRELOAD=preload, GUARD_LOOP=GUARD_LATER_TILES, TRACE=traced,
+        PRELOAD=preload, TRACE=traced,
         num_warps=num_warps, num_stages=num_stages, **pdl_launch_kwargs(pdl),
     )
     return out

@@ -439,7 +439,9 @@ _PRELOAD_TILES = 2
 #   726.4; + gate_up (2,816) 740.8 / 740.3; + LM head (8,000) 742.8 / 742.5; all 730.4 / 729.4.
 # So: grids up to 5 programs per SM, loop or not. Since then (0a41fb5-662f1c9, one call,
 # two reps), TinyLlama's qkv (640 programs, 4.85 per SM) back at one tile: 719.5 / 719.3
-# against 724.3 / 725.8. Hence 4. 0: never.
+# against 724.3 / 725.8, and 719.7 against 724.8 / 725.0 in another call (b7145a1), where
+# limit 3 (its o and down projections, 512 programs, at one tile too) took 743.3 / 742.4.
+# Hence 4. 0: never.
 _LOOP2_MAX_PROGRAMS_PER_SM = 4
 _MIN_PROGRAMS_PER_SM = 2  # M <= 2: 4-row programs only where there are this many per SM
 
