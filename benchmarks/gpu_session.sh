@@ -26,7 +26,7 @@ B="python -m titaninfer.bench"
 # Decode-latency A/B of tuning constants (benchmarks/with_overrides.py), one model per stage.
 K=titaninfer.kernels
 # A name starting "off" runs with TITANINFER_PDL=0.
-VARIANTS=("base|" "loop2max5|$K.skinny_gemm._LOOP2_MAX_PROGRAMS_PER_SM=5")
+VARIANTS=("base|" "rows2|$K.skinny_gemm._MIN_PROGRAMS_PER_SM=4" "split64|$K.decode_attention._MIN_TOKENS_PER_SPLIT=64")
 variant_step() {  # variant_step PREFIX TIMEOUT "NAME|OVERRIDES" MODULE ARGS...: step PREFIX-NAME
   local prefix=$1 t=$2 name=${3%%|*} ovr=${3#*|} pdl=1
   shift 3
