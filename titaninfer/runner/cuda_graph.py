@@ -10,9 +10,8 @@ chunks, run eagerly.
 Around a replay, the device runs only what the graph cannot hold: the step's inputs
 arrive in one host-to-device copy where the batch is small (each graph reads ids,
 positions, slots, lengths and block-table rows from one buffer of its own, `GraphInputs`),
-and graphs of up to
-GREEDY_IN_GRAPH_MAX_BATCH rows end with the greedy argmax of every row, so an all-greedy
-step needs no sampling launch after the replay.
+and graphs of up to GREEDY_IN_GRAPH_MAX_BATCH rows end with the greedy argmax of every
+row, so an all-greedy step needs no sampling launch after the replay.
 """
 
 from __future__ import annotations
