@@ -26,7 +26,13 @@ from titaninfer.layers.dispatch import use_triton
 from titaninfer.runner.batch import HostBatch, build_host_batch, host_to_device, to_device
 from titaninfer.runner.kv_cache import allocate_kv_cache
 from titaninfer.runner.sampler import Sampler, SamplingRow
-from titaninfer.types import RunnerOutput, SamplingParams, ScheduledChunk, SchedulerOutput
+from titaninfer.types import (
+    RunnerOutput,
+    SamplingParams,
+    ScheduledChunk,
+    SchedulerOutput,
+    TokenLogprobs,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -196,6 +202,7 @@ class ModelRunner:
         states = [self._requests[c.request_id] for c in chunks]
         if any(_needs_history(st.params) for st in states) and self._pending is not None:
             self._pending.result()  # penalties need every earlier token on the host
+        logprobs: list[TokenLogprobs | None]
         if graph_greedy is not None and all(_greedy_as_is(st.params) for st in states):
             tokens_dev, logprobs = graph_greedy, [None] * len(states)  # the graph's own argmax
         else:
