@@ -110,9 +110,9 @@ for stage in "$@"; do case $stage in
   e2e-new) step pytest-e2e-new-gpu 150 python -m pytest -q -s tests/e2e/test_gpu.py -k "prefill_graph or rope" ;;
   e2e-residual) step pytest-e2e-residual-gpu 150 python -m pytest -q -s tests/e2e/test_gpu.py -k residual_add ;;
   variants-8b) variants llama3-8b 60 ;;
-  timeline) step timeline-tiny 100 python benchmarks/step_timeline.py --model dummy:tinyllama-1.1b --json "$OUT/timeline-tiny.json" ;
-             step timeline-8b 120 python benchmarks/step_timeline.py --model dummy:llama3-8b --json "$OUT/timeline-8b.json" ;;
-  probe) step persistent-probe 180 python benchmarks/persistent_probe.py --json "$OUT/persistent-probe.json" ;;
+  timeline) step timeline-tiny 100 python -m benchmarks.step_timeline --model dummy:tinyllama-1.1b --json "$OUT/timeline-tiny.json" ;
+             step timeline-8b 120 python -m benchmarks.step_timeline --model dummy:llama3-8b --json "$OUT/timeline-8b.json" ;;
+  probe) step persistent-probe 180 python -m benchmarks.persistent_probe --json "$OUT/persistent-probe.json" ;;
   attn-tests) step pytest-decode-attn-gpu 100 python -m pytest -q tests/kernels/test_decode_attention.py ;;
   rmsnorm-tests) step pytest-rmsnorm-gpu 40 python -m pytest -q tests/kernels/test_rmsnorm.py ;;
   rotary-tests) step pytest-rotary-gpu 60 python -m pytest -q tests/kernels/test_rotary.py ;;
@@ -161,14 +161,13 @@ for stage in "$@"; do case $stage in
              -k "argmax or replay_equals_eager" ;;
   # The step outside the graph with and without the graphs' own argmax (one process each).
   timeline-ab) for v in "base|" "noargmax|titaninfer.runner.cuda_graph.GREEDY_IN_GRAPH_MAX_BATCH=0"; do
-             PYTHONPATH=$PWD:$PWD/benchmarks; variant_step timeline-tiny 100 "$v" benchmarks.step_timeline \
+             variant_step timeline-tiny 100 "$v" benchmarks.step_timeline \
                --model dummy:tinyllama-1.1b; done ;;
   # The step outside the graph with the engine settings of step_timeline and of the bench.
-  timeline-settings) export PYTHONPATH=$PWD:$PWD/benchmarks
-             step timeline-tiny-8-05 60 python benchmarks/step_timeline.py --model dummy:tinyllama-1.1b
-             step timeline-tiny-256-05 60 python benchmarks/step_timeline.py --model dummy:tinyllama-1.1b --max-num-seqs 256
-             step timeline-tiny-8-09 60 python benchmarks/step_timeline.py --model dummy:tinyllama-1.1b --gpu-memory-utilization 0.9
-             step timeline-tiny-256-09 60 python benchmarks/step_timeline.py --model dummy:tinyllama-1.1b --max-num-seqs 256 --gpu-memory-utilization 0.9 ;;
+  timeline-settings) step timeline-tiny-8-05 60 python -m benchmarks.step_timeline --model dummy:tinyllama-1.1b
+             step timeline-tiny-256-05 60 python -m benchmarks.step_timeline --model dummy:tinyllama-1.1b --max-num-seqs 256
+             step timeline-tiny-8-09 60 python -m benchmarks.step_timeline --model dummy:tinyllama-1.1b --gpu-memory-utilization 0.9
+             step timeline-tiny-256-09 60 python -m benchmarks.step_timeline --model dummy:tinyllama-1.1b --max-num-seqs 256 --gpu-memory-utilization 0.9 ;;
   ktrace-test) step pytest-ktrace-gpu 90 python -m pytest -q -m gpu tests/kernels/test_skinny_gemm.py -k kernel_trace ;;
   profile-8b) step profile-8b 150 python -m titaninfer profile --model dummy:llama3-8b -n 1 \
              --input-len 128 --output-len 64 --steps 20 --out "$OUT/profile-8b" ;;

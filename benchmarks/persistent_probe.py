@@ -9,7 +9,7 @@
 docs/kernels.md ("The batch-1 decode step") says why these decide whether one kernel per
 layer can beat six. GPU only (a spinning program never yields under the interpreter).
 
-    python benchmarks/persistent_probe.py [--json out.json]
+    python -m benchmarks.persistent_probe [--json out.json]
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import json
 import torch
 import triton
 import triton.language as tl
-from graph_replay_time import time_us  # run as a script: benchmarks/ is on the path
 
+from benchmarks.graph_replay_time import time_us
 from titaninfer.bench.ceilings import get_ceilings
 from titaninfer.kernels.skinny_gemm import skinny_linear
 from titaninfer.kernels.triton_common import device_sms

@@ -8,7 +8,7 @@ Runs one request (128 prompt tokens, greedy) through the engine, then:
    (graph kernels and the copies, fills and sampling kernels around them) and the idle
    time of the device between ops.
 
-    python benchmarks/step_timeline.py --model dummy:tinyllama-1.1b [--json out.json]
+    python -m benchmarks.step_timeline --model dummy:tinyllama-1.1b [--json out.json]
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import time
 from collections import defaultdict
 
 import torch
-from graph_replay_time import replay_us  # run as a script: benchmarks/ is on the path
 from torch.profiler import ProfilerActivity, profile
 
+from benchmarks.graph_replay_time import replay_us
 from titaninfer import LLM, SamplingParams
 
 

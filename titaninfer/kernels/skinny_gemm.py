@@ -619,8 +619,8 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, k:
         PROLOGUE=prologue, HAS_RES=residual is not None, HAS_BIAS=bias is not None,
         USE_DOT=cfg.use_dot, EMULATE_RNE=_INTERPRET, PDL=pdl, PRELOAD=_PRELOAD_TILES,
         ROPE=rope is not None, HEAD_DIM=head_dim, SILU_MUL=silu_mul,
-        ADD_RESIDUAL=add_residual is not None, SLOTS=SUMSQ_SLOTS, LOOP_TILES=cfg.loop_tiles, TRACE=traced,
-        SLOT_STRIDE=SUMSQ_STRIDE,
+        ADD_RESIDUAL=add_residual is not None, SLOTS=SUMSQ_SLOTS, SLOT_STRIDE=SUMSQ_STRIDE,
+        LOOP_TILES=cfg.loop_tiles, TRACE=traced,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages, **pdl_launch_kwargs(pdl),
     )
     return out, new_res
