@@ -26,7 +26,7 @@ B="python -m titaninfer.bench"
 # Decode-latency A/B of tuning constants (benchmarks/with_overrides.py), one model per stage.
 K=titaninfer.kernels
 # A name starting "off" runs with TITANINFER_PDL=0.
-VARIANTS=("base|" "rows2|$K.skinny_gemm._MIN_PROGRAMS_PER_SM=4" "split64|$K.decode_attention._MIN_TOKENS_PER_SPLIT=64")
+VARIANTS=("base|" "slotrule|$K.decode_attention._ONE_WAVE_MAX_TILES=0")
 variant_step() {  # variant_step PREFIX TIMEOUT "NAME|OVERRIDES" MODULE ARGS...: step PREFIX-NAME
   local prefix=$1 t=$2 name=${3%%|*} ovr=${3#*|} pdl=1
   shift 3
@@ -99,6 +99,11 @@ for stage in "$@"; do case $stage in
   replay2-all) replay2 30 tinyllama-1.1b qwen3-0.6b llama3-8b ;;  # 30 s: a first compile can pass 22
   replay2-tiny) replay2 30 tinyllama-1.1b ;;
   replay2-tiny-qwen) replay2 30 tinyllama-1.1b qwen3-0.6b ;;
+  replay2-8b) replay2 40 llama3-8b ;;
+  lat3) step lat3 150 $B latency --engines titaninfer --no-progress \
+             --model dummy:tinyllama-1.1b,dummy:qwen3-0.6b,dummy:llama3-8b --out "$OUT/packs/lat3" --results-dir "$RESULTS" ;;
+  replay3) for m in tinyllama-1.1b qwen3-0.6b llama3-8b; do
+             step "replay-$m" 30 python -m benchmarks.graph_replay_time --model "dummy:$m"; done ;;
   replay-8b) replay llama3-8b 35 ;;
   replay-qwen) replay qwen3-0.6b 30 ;;
   variants-tiny) variants tinyllama-1.1b 45 ;;

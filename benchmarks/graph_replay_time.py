@@ -72,7 +72,7 @@ def main() -> None:
     if graphs is None:
         raise SystemExit("graph_replay_time: CUDA graphs are off (no GPU, or TITANINFER_NO_CUDA_GRAPHS)")
     bs = set_decode_inputs(graphs, args.batch, args.context, eng.runner.num_blocks)
-    step_s = replay_us(graphs.graphs[bs], args.iters) / 1e6
+    step_s = replay_us(graphs.graphs[graphs.key_for(bs, args.context + 1)], args.iters) / 1e6
     cost = ModelCost.from_config(eng.model_config, torch.finfo(torch.bfloat16).bits // 8)
     sc = step_cost(cost, [Chunk(1, args.context)] * bs)
     ceil = get_ceilings("cuda")

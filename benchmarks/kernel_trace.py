@@ -83,7 +83,7 @@ def main() -> None:
 
     def traced_step() -> torch.Tensor:
         trace.reset()  # each call (warm-up or captured) stamps into the same slots
-        return graphs._forward(1)
+        return graphs._forward(*graphs.key_for(1, args.context + 1))
 
     with torch.inference_mode():
         traced_step()  # compiles the traced variants outside the capture

@@ -124,6 +124,28 @@ def test_cuda_graph_replay_equals_eager() -> None:
     assert tokens[True] == tokens[False]
 
 
+def test_decode_graphs_switch_context_tier_as_eager_steps_do() -> None:
+    """Qwen3-0.6B's batch-1 decode attention runs one program per SM up to 2,048 tokens and
+    the many-programs grid beyond (`decode_attention.context_tiers`): its graphs are
+    captured per tier. A sequence crossing the tier while it decodes, and one that stays
+    below it, give the same tokens replayed as eager (whose bound is the same tier)."""
+    g = torch.Generator().manual_seed(3)
+    prompts = [torch.randint(3, 151000, (n,), generator=g).tolist() for n in (2030, 700)]
+    params = SamplingParams(temperature=0.0, max_tokens=40, ignore_eos=True)
+    tokens = {}
+    for eager in (True, False):
+        llm = LLM("dummy:qwen3-0.6b", device="cuda", enforce_eager=eager, gpu_memory_utilization=0.3,
+                  max_num_seqs=4, max_model_len=4096)
+        if not eager:
+            graphs = llm.engine.runner.graphs
+            assert graphs.tiers[1] == (2048, 4096)
+            assert graphs.key_for(1, 2048) == (1, 2048) and graphs.key_for(1, 2049) == (1, 4096)
+        tokens[eager] = [llm.generate([p], params)[0].outputs[0].token_ids for p in prompts]
+        del llm
+        torch.cuda.empty_cache()
+    assert tokens[True] == tokens[False]
+
+
 def test_argmax_inside_the_decode_graphs_picks_the_samplers_tokens(monkeypatch) -> None:
     """Graphs of up to GREEDY_IN_GRAPH_MAX_BATCH rows take the greedy argmax themselves; the
     tokens equal those of the sampler after the replay (the argmax off): batches shrinking

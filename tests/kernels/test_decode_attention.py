@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 pytest.importorskip("triton", reason="Triton is not installed: kernel tests need it")
 
 from titaninfer.kernels.decode_attention import (  # noqa: E402
+    _ONE_WAVE_MAX_TILES,
     choose_num_splits,
+    context_tiers,
+    one_wave_max_context,
     paged_decode_attention,
 )
 from titaninfer.kernels.reference import (  # noqa: E402
@@ -110,10 +115,42 @@ def test_decode_agrees_with_decode_reference(device, poison_empty):
 
 
 def test_split_heuristic_depends_only_on_static_sizes():
-    assert choose_num_splits(64, 8, 4096, 132) == 1  # 512 programs already fill the GPU
-    assert choose_num_splits(1, 8, 32768, 132) > 16  # long single sequence: split-K
-    assert choose_num_splits(1, 8, 300, 132) == 1  # too short to be worth splitting
-    assert choose_num_splits(1, 8, 1 << 20, 132) <= 64
+    assert choose_num_splits(64, 8, 4096, 132, 64) == 1  # 512 programs already fill the GPU
+    assert choose_num_splits(1, 8, 32768, 132, 64) == 64  # long single sequence: split-K
+    assert choose_num_splits(1, 8, 2048, 132, 64) == 16  # short: one program per SM
+    assert choose_num_splits(1, 4, 2048, 132, 128) == 32
+    assert choose_num_splits(1, 8, 300, 132, 64) == 4  # no split shorter than 64 tokens
+    assert choose_num_splits(1, 8, 1 << 20, 132, 64) <= 64
+
+
+@pytest.mark.parametrize("num_sms", [132, 78])
+def test_one_program_per_sm_only_where_each_holds_at_most_two_tiles(num_sms):
+    """Brute force over batch, KV heads, tile length and context bound: where the grid is
+    one program per SM (the first tile preloaded before the PDL wait) no program holds more
+    than _ONE_WAVE_MAX_TILES tiles."""
+    for b in range(1, 40):
+        for hk in (1, 2, 4, 8):
+            for block_n in (32, 64, 128):
+                short = one_wave_max_context(b, hk, num_sms, block_n)
+                for ctx in (1, 63, 64, 300, 1000, 2048, 2049, 4096, 8192, 40960):
+                    splits = choose_num_splits(b, hk, ctx, num_sms, block_n)
+                    per_split = math.ceil(math.ceil(ctx / splits) / block_n) * block_n  # as the kernel cuts
+                    if ctx <= short:
+                        assert b * hk * splits <= num_sms
+                        assert per_split <= _ONE_WAVE_MAX_TILES * block_n, (b, hk, block_n, ctx, splits)
+
+
+def test_context_tiers_split_where_the_grid_changes():
+    tiers = context_tiers(1, 8, 40960, 132, 128)  # Qwen3-0.6B, batch 1
+    assert tiers == (2048, 40960)
+    assert choose_num_splits(1, 8, tiers[0], 132, 64) == 16  # 128 programs, preloading
+    assert choose_num_splits(1, 8, tiers[1], 132, 64) == 64
+    assert context_tiers(1, 4, 2048, 132, 64) == (2048,)  # TinyLlama: one grid for all contexts
+    assert context_tiers(64, 8, 8192, 132, 128) == (8192,)  # no split at all
+    for b in range(1, 300):
+        for hk, d, ctx in ((4, 64, 2048), (8, 128, 8192), (8, 128, 40960)):
+            tiers = context_tiers(b, hk, ctx, 132, d)
+            assert tiers[-1] == ctx and list(tiers) == sorted(set(tiers))
 
 
 @gpu
@@ -158,8 +195,8 @@ def test_decode_cuda_graph_capture(make_paged_kv):
 def test_split_count_has_few_variants() -> None:
     """NUM_SPLITS is a constexpr: eager steps with ever-changing batch and context must not
     compile a new kernel per step."""
-    variants = {choose_num_splits(b, hk, ctx, 132) for b in range(1, 300) for hk in (2, 8)
-                for ctx in range(1, 40000, 97)}
+    variants = {choose_num_splits(b, hk, ctx, 132, block_n) for b in range(1, 300) for hk in (2, 8)
+                for ctx in range(1, 40000, 97) for block_n in (64, 128)}
     assert variants <= {1, 2, 4, 8, 16, 32, 64}
 
 

@@ -88,6 +88,24 @@ PRELOAD_FIRST_TILE = True
 # The layout conversion then waits for the preloaded K/V before the program reaches its
 # wait, and the programs are resident only ~1.3 us before the release: the loads' latency
 # moved onto the chain.
+# Where the (b, h) pairs cover at most half the SMs and the context bound is short (at most
+# _ONE_WAVE_MAX_TILES tiles per program): one program per SM, splits of at least
+# _ONE_WAVE_MIN_TOKENS_PER_SPLIT tokens (or one tile, if shorter), every program preloading
+# its first tile.
+# Captured batch-1 step, H200, us, context 256, one call, two reps, against the slots rule
+# (256-token splits): TinyLlama 714.5 / 714.5 against 717.0 / 717.8 (32 splits instead of
+# 8), Qwen3-0.6B 717.6 / 717.4 against 783.3 / 783.1 (16 instead of 64: 128 programs
+# instead of 512), Llama-3-8B 3,745.2 / 3,744.9 against 3,820.3 / 3,820.0 (16 instead of
+# 32). At long contexts one program per SM keeps too little K/V in flight (attention
+# alone, B=1, 32K context, 32/8 heads x 128: 75.7 us at 16 splits against 43.2 at 64; 128
+# programs stream ~1.75 TB/s where 512 reach 3-3.5), hence the bound on tiles per program,
+# and decode graphs captured per context tier (`context_tiers`). This code, another call
+# (another machine), Llama-3-8B: 3,799.0 / 3,799.9 against 3,866.3 / 3,866.2 with the
+# slots rule and 3,798.2 / 3,798.6 with one wave from the full 8,192-token bound (the same
+# grid); TinyLlama 712.7, Qwen3-0.6B 715.0. Batches of 2-8 take the same rule, not yet
+# measured in a step. _ONE_WAVE_MAX_TILES 0: the slots rule at every batch (A/B).
+_ONE_WAVE_MIN_TOKENS_PER_SPLIT = 64
+_ONE_WAVE_MAX_TILES = 2
 _TILE_ELEMS = 8192  # elements of one K (or V) tile: BLOCK_N = _TILE_ELEMS // D, 16 to 128
 _MERGE_TILE = 8192  # floats of partial outputs the merging program loads at once (64 registers/thread)
 
@@ -285,17 +303,52 @@ def _merge_splits(part_o_ptr, part_lse_ptr, out_ptr, first, n_filled, b, heads, 
     return res
 
 
-def choose_num_splits(batch: int, num_kv_heads: int, max_context: int, num_sms: int) -> int:
-    """Splits per (sequence, KV head): enough programs to cover the SMs, none shorter than
-    _MIN_TOKENS_PER_SPLIT tokens. Static ints only, so the choice is CUDA-graph safe."""
+def _one_wave_splits(batch: int, num_kv_heads: int, num_sms: int) -> int:
+    """Splits of the one-program-per-SM grid (0 where it does not apply: too many (b, h)
+    pairs, or the rule is off)."""
+    base = max(batch * num_kv_heads, 1)
+    if not (_ONE_WAVE_MAX_TILES and PRELOAD_FIRST_TILE and 2 * base <= num_sms):
+        return 0
+    splits = min(num_sms // base, _MAX_SPLITS)
+    return 1 << (splits.bit_length() - 1)
+
+
+def one_wave_max_context(batch: int, num_kv_heads: int, num_sms: int, block_n: int) -> int:
+    """The longest context bound for which `choose_num_splits` picks the one-program-per-SM
+    grid (0: none): each program then holds at most _ONE_WAVE_MAX_TILES tiles."""
+    return _one_wave_splits(batch, num_kv_heads, num_sms) * block_n * _ONE_WAVE_MAX_TILES
+
+
+def choose_num_splits(batch: int, num_kv_heads: int, max_context: int, num_sms: int, block_n: int) -> int:
+    """Splits per (sequence, KV head), for tiles of block_n tokens. Static ints only, so
+    the choice is CUDA-graph safe.
+
+    Few (b, h) pairs (at most half the SMs, e.g. batch 1) and a context bound short enough
+    for at most _ONE_WAVE_MAX_TILES tiles per program: one program per SM, as many splits
+    as fit, so that every program preloads its first tile before the PDL wait. Otherwise
+    enough programs to fill the SMs' ~_SLOTS_PER_SM slots in one wave (what long contexts
+    need for bandwidth), none shorter than _MIN_TOKENS_PER_SPLIT tokens."""
     base = max(batch * num_kv_heads, 1)
     if base >= num_sms * _NO_SPLIT_PER_SM:
         return 1
-    by_len = max(1, max_context // _MIN_TOKENS_PER_SPLIT)
-    splits = max(1, min(num_sms * _SLOTS_PER_SM // base, by_len, _MAX_SPLITS))
+    if max_context <= one_wave_max_context(batch, num_kv_heads, num_sms, block_n):
+        by_len = max(1, max_context // min(_ONE_WAVE_MIN_TOKENS_PER_SPLIT, block_n))
+        splits = min(_one_wave_splits(batch, num_kv_heads, num_sms), by_len)
+    else:
+        by_len = max(1, max_context // _MIN_TOKENS_PER_SPLIT)
+        splits = max(1, min(num_sms * _SLOTS_PER_SM // base, by_len, _MAX_SPLITS))
     # NUM_SPLITS is a constexpr: round down to a power of two so that eager steps, whose
     # batch and context change every step, compile at most log2(_MAX_SPLITS) + 1 variants.
     return 1 << (splits.bit_length() - 1)
+
+
+def context_tiers(batch: int, num_kv_heads: int, max_context: int, num_sms: int, head_dim: int) -> tuple[int, ...]:
+    """Static context bounds (ascending, the last = max_context) at which this batch's
+    decode attention takes a different grid: a CUDA graph captured per tier, and replayed
+    with the smallest tier >= the step's longest sequence, gets the grid its contexts need
+    (`runner/cuda_graph.DecodeGraphs`)."""
+    short = one_wave_max_context(batch, num_kv_heads, num_sms, decode_config(head_dim)[0])
+    return (short, max_context) if 0 < short < max_context else (max_context,)
 
 
 def decode_config(head_dim: int) -> tuple[int, int, int]:
@@ -345,7 +398,7 @@ def paged_decode_attention(
         max_context = block_tables.shape[1] * kv_block
         if max_seq_len is not None:
             max_context = min(max_context, max_seq_len)
-        num_splits = choose_num_splits(b, hk, max_context, device_sms(q.device))
+        num_splits = choose_num_splits(b, hk, max_context, device_sms(q.device), block_n)
     group = hq // hk
     group_pad = max(16, triton.next_power_of_2(group))
     merge_rows = triton.next_power_of_2(group)

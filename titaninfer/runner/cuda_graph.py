@@ -7,6 +7,11 @@ with the extra rows padded (seq_len 0: zero attention output; slot -1: nothing s
 their logits are ignored). Batches larger than the largest size, or containing prefill
 chunks, run eagerly.
 
+The decode attention's grid depends on a static bound of the context: small batches get
+one program per SM while their contexts are short and more programs beyond
+(`decode_attention.context_tiers`). Where the two differ a size has one graph per context
+tier, and a step replays the smallest tier that holds its longest sequence.
+
 Around a replay, the device runs only what the graph cannot hold: the step's inputs
 arrive in one host-to-device copy where the batch is small (each graph reads ids,
 positions, slots, lengths and block-table rows from one buffer of its own, `GraphInputs`),
@@ -104,6 +109,25 @@ def capture_graph(forward: Callable[[], T], device: torch.device, pool: Any) -> 
     return graph, out, pool if pool is not None else graph.pool()
 
 
+def decode_context_tiers(kv_caches: list[tuple[torch.Tensor, torch.Tensor]], rows: int,
+                         max_seq_len: int) -> tuple[int, ...]:
+    """The static context bounds (ascending, the last = max_seq_len) at which a decode step
+    of `rows` sequences over these caches changes its attention grid: one for the PyTorch
+    kernels, up to two for Triton's (`decode_attention.context_tiers`)."""
+    k_cache = kv_caches[0][0] if kv_caches else None
+    if k_cache is None or not use_triton(k_cache):
+        return (max_seq_len,)
+    from titaninfer.kernels.decode_attention import context_tiers
+    from titaninfer.kernels.triton_common import device_sms
+
+    return context_tiers(rows, k_cache.shape[2], max_seq_len, device_sms(k_cache.device), k_cache.shape[3])
+
+
+def tier_for(tiers: tuple[int, ...], longest: int) -> int:
+    """The smallest tier that holds a sequence of `longest` tokens (the last one if none)."""
+    return next((t for t in tiers if t >= longest), tiers[-1])
+
+
 def default_capture_sizes(max_num_seqs: int) -> list[int]:
     sizes = [1, 2, 4, 8] + list(range(16, 257, 16))
     return [s for s in sizes if s <= max_num_seqs] or [1]
@@ -125,25 +149,29 @@ class DecodeGraphs:
         self.query_start_loc = torch.arange(mb + 1, dtype=torch.int32, device=device)
         self._staging_free = torch.cuda.Event()
         self._staging_free.record()
-        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
-        self.logits: dict[int, torch.Tensor] = {}
+        # Context tiers per size (ascending static bounds, the last = max_seq_len); graphs
+        # and their logits are keyed (size, tier).
+        self.tiers = {bs: decode_context_tiers(kv_caches, bs, self.max_seq_len) for bs in self.sizes}
+        self.graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
+        self.logits: dict[tuple[int, int], torch.Tensor] = {}
         # Each row's greedy token, written by the graphs of up to GREEDY_IN_GRAPH_MAX_BATCH rows
         self.greedy_tokens = torch.zeros(mb, dtype=torch.int64, device=device)
         self._greedy_sizes: set[int] = set()
         self.pool = None
         self.capture_s = 0.0
 
-    def _meta(self, bs: int) -> AttentionMetadata:
+    def _meta(self, bs: int, tier: int) -> AttentionMetadata:
         inp = self.inputs[bs]
         return AttentionMetadata(
             slot_mapping=inp.slot_mapping, query_start_loc=self.query_start_loc[:bs + 1],
             seq_lens=inp.seq_lens, block_tables=inp.block_tables, num_decodes=bs,
-            max_query_len=1, max_seq_len=self.max_seq_len,
+            max_query_len=1, max_seq_len=tier,
             query_start_loc_cpu=list(range(bs + 1)), seq_lens_cpu=[1] * bs)
 
-    def _forward(self, bs: int) -> torch.Tensor:
+    def _forward(self, bs: int, tier: int) -> torch.Tensor:
+        """One decode step of bs rows whose sequences are at most `tier` tokens long."""
         inp = self.inputs[bs]
-        hidden = self.model(inp.input_ids, inp.positions, self.kv_caches, self._meta(bs))
+        hidden = self.model(inp.input_ids, inp.positions, self.kv_caches, self._meta(bs, tier))
         logits = self.model.compute_logits(hidden)
         if bs in self._greedy_sizes:
             from titaninfer.kernels.argmax import greedy_argmax
@@ -159,19 +187,28 @@ class DecodeGraphs:
         if use_triton(self.query_start_loc):  # the argmax kernel is Triton's (NaN-free logits)
             self._greedy_sizes = {s for s in self.sizes if s <= GREEDY_IN_GRAPH_MAX_BATCH}
         for bs in reversed(self.sizes):  # largest first so smaller graphs reuse its pool
-            forward = functools.partial(self._forward, bs)
-            self.graphs[bs], self.logits[bs], self.pool = capture_graph(forward, self.device, self.pool)
+            for tier in reversed(self.tiers[bs]):
+                forward = functools.partial(self._forward, bs, tier)
+                key = (bs, tier)
+                self.graphs[key], self.logits[key], self.pool = capture_graph(forward, self.device, self.pool)
         for inp in self.inputs.values():
             inp.seq_lens.zero_()
         torch.cuda.synchronize(self.device)
         self.capture_s = time.perf_counter() - t0
-        logger.info("captured %d decode graphs (batch %s) in %.1f s", len(self.sizes), self.sizes, self.capture_s)
+        logger.info("captured %d decode graphs (batch %s) in %.1f s", len(self.graphs), self.sizes, self.capture_s)
 
     def size_for(self, num_seqs: int) -> int | None:
         for s in self.sizes:
             if s >= num_seqs:
                 return s
         return None
+
+    def key_for(self, num_seqs: int, max_seq_len: int) -> tuple[int, int]:
+        """(size, tier) of the graph for num_seqs sequences of at most max_seq_len tokens
+        (num_seqs within the largest size, max_seq_len within max_seq_len)."""
+        bs = self.size_for(num_seqs)
+        assert bs is not None and max_seq_len <= self.max_seq_len
+        return bs, tier_for(self.tiers[bs], max_seq_len)
 
     def can_run(self, hb: HostBatch) -> bool:
         return (hb.all_decode and self.size_for(len(hb.chunks)) is not None
@@ -188,14 +225,13 @@ class DecodeGraphs:
         """Replay the graph for hb (all decodes); returns logits [B, V] (a view into the
         graph's output, valid until the next replay)."""
         b = len(hb.chunks)
-        bs = self.size_for(b)
-        assert bs is not None
-        inp = self.inputs[bs]
+        key = self.key_for(b, int(hb.seq_lens[:b].max()))
+        inp = self.inputs[key[0]]
         # The previous step's copies must have left the staging buffers before we refill one.
         self._staging_free.synchronize()
         inp.stage(b, hb.input_ids, hb.positions, hb.slot_mapping, hb.seq_lens, hb.block_tables)
         self._staging_free.record()
         if fill_placeholders is not None:
             fill_placeholders(inp.input_ids)
-        self.graphs[bs].replay()
-        return self.logits[bs][:b]
+        self.graphs[key].replay()
+        return self.logits[key][:b]

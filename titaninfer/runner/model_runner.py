@@ -24,6 +24,12 @@ from titaninfer import env
 from titaninfer.config import ModelConfig
 from titaninfer.layers.dispatch import use_triton
 from titaninfer.runner.batch import HostBatch, build_host_batch, host_to_device, to_device
+from titaninfer.runner.cuda_graph import (
+    DecodeGraphs,
+    decode_context_tiers,
+    default_capture_sizes,
+    tier_for,
+)
 from titaninfer.runner.kv_cache import allocate_kv_cache
 from titaninfer.runner.sampler import Sampler, SamplingRow
 from titaninfer.types import (
@@ -97,8 +103,6 @@ class ModelRunner:
         self.prefill_graphs = None  # a lone prefill chunk replays one of these (prefill_graphs.py)
         self.max_model_len = max_model_len or model_config.max_position_embeddings
         if self.device.type == "cuda" and not enforce_eager and not env.disable_cuda_graphs():
-            from titaninfer.runner.cuda_graph import DecodeGraphs, default_capture_sizes
-
             max_blocks = -(-self.max_model_len // block_size)
             self.graphs = DecodeGraphs(model, self.kv_caches, default_capture_sizes(max_num_seqs),
                                        max_blocks, block_size, self.device)
@@ -250,9 +254,11 @@ class ModelRunner:
         if self.prefill_graphs is not None and self.prefill_graphs.can_run(hb):
             return self.prefill_graphs.run(hb, lambda ids: self._fill_placeholders(hb, ids)), None
         inputs = to_device(hb, self.device)
-        # Decode kernels pick their split count from this bound: using the same static bound
-        # as the CUDA graphs makes eager and replayed steps compute identically.
-        inputs.meta.max_seq_len = max(inputs.meta.max_seq_len, self.max_model_len)
+        # Decode kernels pick their split count from this bound: the context tier of the
+        # step's longest sequence, as the CUDA graphs take it, so that eager and replayed
+        # steps compute identically.
+        tiers = decode_context_tiers(self.kv_caches, len(hb.chunks), self.max_model_len)
+        inputs.meta.max_seq_len = max(inputs.meta.max_seq_len, tier_for(tiers, inputs.meta.max_seq_len))
         self._fill_placeholders(hb, inputs.input_ids)
         hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, inputs.meta)
         if not hb.sample_rows:
