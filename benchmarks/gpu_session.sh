@@ -100,6 +100,9 @@ for stage in "$@"; do case $stage in
   replay2-tiny) replay2 30 tinyllama-1.1b ;;
   replay2-tiny-qwen) replay2 30 tinyllama-1.1b qwen3-0.6b ;;
   replay2-8b) replay2 40 llama3-8b ;;
+  replay-batches) for m in qwen3-0.6b llama3-8b; do for b in 4 8; do for v in "${VARIANTS[@]}"; do
+             variant_step "replay-$m-b$b" 30 "$v" benchmarks.graph_replay_time --model "dummy:$m" --batch $b
+             done; done; done ;;
   split-sweep) step split-sweep 120 python -m benchmarks.decode_split_sweep ;;
   lat3) step lat3 150 $B latency --engines titaninfer --no-progress \
              --model dummy:tinyllama-1.1b,dummy:qwen3-0.6b,dummy:llama3-8b --out "$OUT/packs/lat3" --results-dir "$RESULTS" ;;
