@@ -125,21 +125,22 @@ def test_cuda_graph_replay_equals_eager() -> None:
 
 
 def test_decode_graphs_switch_context_tier_as_eager_steps_do() -> None:
-    """Qwen3-0.6B's batch-1 decode attention runs one program per SM up to 2,048 tokens and
-    the many-programs grid beyond (`decode_attention.context_tiers`): its graphs are
-    captured per tier. A sequence crossing the tier while it decodes, and one that stays
-    below it, give the same tokens replayed as eager (whose bound is the same tier)."""
-    g = torch.Generator().manual_seed(3)
-    prompts = [torch.randint(3, 151000, (n,), generator=g).tolist() for n in (2030, 700)]
+    """Qwen3-0.6B's batch-1 decode attention runs one program per SM up to a short context
+    bound and the many-programs grid beyond (`decode_attention.context_tiers`): its graphs
+    are captured per tier. A sequence crossing the bound while it decodes, and one that
+    stays below it, give the same tokens replayed as eager (whose bound is the same tier)."""
     params = SamplingParams(temperature=0.0, max_tokens=40, ignore_eos=True)
     tokens = {}
-    for eager in (True, False):
+    for eager in (False, True):
         llm = LLM("dummy:qwen3-0.6b", device="cuda", enforce_eager=eager, gpu_memory_utilization=0.3,
                   max_num_seqs=4, max_model_len=4096)
         if not eager:
             graphs = llm.engine.runner.graphs
-            assert graphs.tiers[1] == (2048, 4096)
-            assert graphs.key_for(1, 2048) == (1, 2048) and graphs.key_for(1, 2049) == (1, 4096)
+            short, full = graphs.tiers[1]
+            assert full == 4096 and short < full
+            assert graphs.key_for(1, short) == (1, short) and graphs.key_for(1, short + 1) == (1, full)
+            g = torch.Generator().manual_seed(3)
+            prompts = [torch.randint(3, 151000, (n,), generator=g).tolist() for n in (short - 10, short // 3)]
         tokens[eager] = [llm.generate([p], params)[0].outputs[0].token_ids for p in prompts]
         del llm
         torch.cuda.empty_cache()

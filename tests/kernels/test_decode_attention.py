@@ -117,17 +117,18 @@ def test_decode_agrees_with_decode_reference(device, poison_empty):
 def test_split_heuristic_depends_only_on_static_sizes():
     assert choose_num_splits(64, 8, 4096, 132, 64) == 1  # 512 programs already fill the GPU
     assert choose_num_splits(1, 8, 32768, 132, 64) == 64  # long single sequence: split-K
-    assert choose_num_splits(1, 8, 2048, 132, 64) == 16  # short: one program per SM
+    assert choose_num_splits(1, 8, 1024, 132, 64) == 16  # short: one program per SM
     assert choose_num_splits(1, 4, 2048, 132, 128) == 32
-    assert choose_num_splits(1, 8, 300, 132, 64) == 4  # no split shorter than 64 tokens
+    assert choose_num_splits(1, 8, 2048, 132, 64) == 8  # two tiles per program: the slots rule
+    assert choose_num_splits(1, 8, 300, 132, 64) == 8  # one 64-token tile each (5 filled)
     assert choose_num_splits(1, 8, 1 << 20, 132, 64) <= 64
 
 
 @pytest.mark.parametrize("num_sms", [132, 78])
-def test_one_program_per_sm_only_where_each_holds_at_most_two_tiles(num_sms):
+def test_one_program_per_sm_only_where_each_holds_its_preloaded_tile(num_sms):
     """Brute force over batch, KV heads, tile length and context bound: where the grid is
     one program per SM (the first tile preloaded before the PDL wait) no program holds more
-    than _ONE_WAVE_MAX_TILES tiles."""
+    than _ONE_WAVE_MAX_TILES tiles (the first one preloaded)."""
     for b in range(1, 40):
         for hk in (1, 2, 4, 8):
             for block_n in (32, 64, 128):
@@ -142,7 +143,7 @@ def test_one_program_per_sm_only_where_each_holds_at_most_two_tiles(num_sms):
 
 def test_context_tiers_split_where_the_grid_changes():
     tiers = context_tiers(1, 8, 40960, 132, 128)  # Qwen3-0.6B, batch 1
-    assert tiers == (2048, 40960)
+    assert tiers == (1024, 40960)
     assert choose_num_splits(1, 8, tiers[0], 132, 64) == 16  # 128 programs, preloading
     assert choose_num_splits(1, 8, tiers[1], 132, 64) == 64
     assert context_tiers(1, 4, 2048, 132, 64) == (2048,)  # TinyLlama: one grid for all contexts
@@ -151,6 +152,8 @@ def test_context_tiers_split_where_the_grid_changes():
         for hk, d, ctx in ((4, 64, 2048), (8, 128, 8192), (8, 128, 40960)):
             tiers = context_tiers(b, hk, ctx, 132, d)
             assert tiers[-1] == ctx and list(tiers) == sorted(set(tiers))
+            grids = {choose_num_splits(b, hk, t, 132, 128 if d == 64 else 64) for t in tiers}
+            assert len(grids) == len(tiers)  # a second tier only where the grid differs
 
 
 @gpu

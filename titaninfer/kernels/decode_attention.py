@@ -89,9 +89,9 @@ PRELOAD_FIRST_TILE = True
 # wait, and the programs are resident only ~1.3 us before the release: the loads' latency
 # moved onto the chain.
 # Where the (b, h) pairs cover at most half the SMs and the context bound is short (at most
-# _ONE_WAVE_MAX_TILES tiles per program): one program per SM, splits of at least
-# _ONE_WAVE_MIN_TOKENS_PER_SPLIT tokens (or one tile, if shorter), every program preloading
-# its first tile.
+# _ONE_WAVE_MAX_TILES tile per program): one program per SM, splits of at most
+# _ONE_WAVE_SPLIT_TOKENS tokens (or one tile, if shorter) while the SMs last, every
+# program preloading its first tile.
 # Captured batch-1 step, H200, us, context 256, one call, two reps, against the slots rule
 # (256-token splits): TinyLlama 714.5 / 714.5 against 717.0 / 717.8 (32 splits instead of
 # 8), Qwen3-0.6B 717.6 / 717.4 against 783.3 / 783.1 (16 instead of 64: 128 programs
@@ -102,10 +102,14 @@ PRELOAD_FIRST_TILE = True
 # and decode graphs captured per context tier (`context_tiers`). This code, another call
 # (another machine), Llama-3-8B: 3,799.0 / 3,799.9 against 3,866.3 / 3,866.2 with the
 # slots rule and 3,798.2 / 3,798.6 with one wave from the full 8,192-token bound (the same
-# grid); TinyLlama 712.7, Qwen3-0.6B 715.0. Batches of 2-8 take the same rule, not yet
-# measured in a step. _ONE_WAVE_MAX_TILES 0: the slots rule at every batch (A/B).
-_ONE_WAVE_MIN_TOKENS_PER_SPLIT = 64
-_ONE_WAVE_MAX_TILES = 2
+# grid); TinyLlama 712.7, Qwen3-0.6B 715.0. Every program there held one tile (the
+# preloaded one). With two (the bound at 2 tiles then), batch 4 lost: Llama-3-8B, context
+# 256, 4 splits of two 64-token tiles, 4,590.1 against 4,558.0 us for the slots rule (16
+# splits of one tile, 512 programs); hence one tile, the preloaded one, per program.
+# Batches 2-8 at one tile are not yet measured in a step. _ONE_WAVE_MAX_TILES 0: the slots
+# rule at every batch (A/B).
+_ONE_WAVE_SPLIT_TOKENS = 64
+_ONE_WAVE_MAX_TILES = 1
 _TILE_ELEMS = 8192  # elements of one K (or V) tile: BLOCK_N = _TILE_ELEMS // D, 16 to 128
 _MERGE_TILE = 8192  # floats of partial outputs the merging program loads at once (64 registers/thread)
 
@@ -332,8 +336,10 @@ def choose_num_splits(batch: int, num_kv_heads: int, max_context: int, num_sms: 
     if base >= num_sms * _NO_SPLIT_PER_SM:
         return 1
     if max_context <= one_wave_max_context(batch, num_kv_heads, num_sms, block_n):
-        by_len = max(1, max_context // min(_ONE_WAVE_MIN_TOKENS_PER_SPLIT, block_n))
-        splits = min(_one_wave_splits(batch, num_kv_heads, num_sms), by_len)
+        # Splits of at most min(64, block_n) tokens, rounded up to a power of two: every
+        # program's range then fits its tile(s) (rounding down could double a range).
+        by_len = triton.next_power_of_2(-(-max_context // min(_ONE_WAVE_SPLIT_TOKENS, block_n)))
+        return min(_one_wave_splits(batch, num_kv_heads, num_sms), by_len)
     else:
         by_len = max(1, max_context // _MIN_TOKENS_PER_SPLIT)
         splits = max(1, min(num_sms * _SLOTS_PER_SM // base, by_len, _MAX_SPLITS))
@@ -347,8 +353,12 @@ def context_tiers(batch: int, num_kv_heads: int, max_context: int, num_sms: int,
     decode attention takes a different grid: a CUDA graph captured per tier, and replayed
     with the smallest tier >= the step's longest sequence, gets the grid its contexts need
     (`runner/cuda_graph.DecodeGraphs`)."""
-    short = one_wave_max_context(batch, num_kv_heads, num_sms, decode_config(head_dim)[0])
-    return (short, max_context) if 0 < short < max_context else (max_context,)
+    block_n = decode_config(head_dim)[0]
+    short = one_wave_max_context(batch, num_kv_heads, num_sms, block_n)
+    if 0 < short < max_context and (choose_num_splits(batch, num_kv_heads, short, num_sms, block_n)
+                                    != choose_num_splits(batch, num_kv_heads, max_context, num_sms, block_n)):
+        return (short, max_context)
+    return (max_context,)
 
 
 def decode_config(head_dim: int) -> tuple[int, int, int]:
