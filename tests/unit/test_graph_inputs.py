@@ -34,3 +34,21 @@ def test_staged_inputs_arrive_in_their_views(rows, max_blocks, b):
             < inp.seq_lens.data_ptr() < inp.block_tables.data_ptr()
         assert inp.block_tables.data_ptr() + inp.block_tables.numel() * 4 <= \
             inp.device_buf.data_ptr() + inp.device_buf.numel() * 8
+
+
+def test_a_step_replays_the_smallest_context_tier_that_holds_it():
+    from titaninfer.runner.cuda_graph import tier_for
+
+    tiers = (1024, 40960)
+    assert [tier_for(tiers, n) for n in (1, 1023, 1024, 1025, 40960)] == [1024, 1024, 1024, 40960, 40960]
+    assert tier_for((2048,), 7) == 2048
+
+
+def test_pytorch_kernels_have_one_context_tier():
+    """Only the Triton decode attention changes its grid with the context bound; on a CPU
+    (the PyTorch references) every step has one tier, the full context."""
+    from titaninfer.runner.cuda_graph import decode_context_tiers
+
+    caches = [(torch.zeros(4, 16, 8, 128), torch.zeros(4, 16, 8, 128))]
+    assert decode_context_tiers(caches, 1, 40960) == (40960,)
+    assert decode_context_tiers([], 1, 2048) == (2048,)
