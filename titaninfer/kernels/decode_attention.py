@@ -67,7 +67,8 @@ _NO_SPLIT_PER_SM = 2
 # the qkv projection runs. With more programs the tile held in registers across the wait
 # costs residency. Captured batch-1 step, H200, us, preloading vs not (A/B in one call, two
 # reps): TinyLlama 764.4 vs 814.8 (32 programs), Llama-3-8B 3,802 vs 3,841 (64), Qwen3-0.6B
-# 873.4 vs 851.3 (512: 64 splits sized for its 40K context). False: never (A/B).
+# 873.4 vs 851.3 (512: 64 splits sized for its 40K context; short contexts have taken the
+# one-program-per-SM grid below since da81af8). False: never (A/B).
 PRELOAD_FIRST_TILE = True
 # Where the first tile is preloaded (batch 1), the kernel is bound by its own chain after
 # the wait, not by K/V bytes (benchmarks/kernel_trace.py, TinyLlama: 4.1 us from the
@@ -99,8 +100,8 @@ PRELOAD_FIRST_TILE = True
 # 32). At long contexts one program per SM keeps too little K/V in flight (attention
 # alone, B=1, 32K context, 32/8 heads x 128: 75.7 us at 16 splits against 43.2 at 64; 128
 # programs stream ~1.75 TB/s where 512 reach 3-3.5), hence the bound on tiles per program,
-# and decode graphs captured per context tier (`context_tiers`). This code, another call
-# (another machine), Llama-3-8B: 3,799.0 / 3,799.9 against 3,866.3 / 3,866.2 with the
+# and decode graphs captured per context tier (`context_tiers`). With them (da81af8),
+# another call (another machine), Llama-3-8B: 3,799.0 / 3,799.9 against 3,866.3 / 3,866.2 with the
 # slots rule and 3,798.2 / 3,798.6 with one wave from the full 8,192-token bound (the same
 # grid); TinyLlama 712.7, Qwen3-0.6B 715.0. Every program there held one tile (the
 # preloaded one). With two (the bound at 2 tiles then), batch 4 lost: Llama-3-8B, context
