@@ -15,6 +15,8 @@ from titaninfer.kernels.decode_attention import (  # noqa: E402
     context_tiers,
     one_wave_max_context,
     paged_decode_attention,
+    preloads,
+    warm_up_calls,
 )
 from titaninfer.kernels.reference import (  # noqa: E402
     paged_attention_ref,
@@ -139,6 +141,19 @@ def test_one_program_per_sm_only_where_each_holds_its_preloaded_tile(num_sms):
                     if ctx <= short:
                         assert b * hk * splits <= num_sms
                         assert per_split <= _ONE_WAVE_MAX_TILES * block_n, (b, hk, block_n, ctx, splits)
+
+
+@pytest.mark.parametrize("num_sms", [132, 78, 16])
+def test_warm_up_compiles_every_variant_a_step_can_pick(num_sms):
+    """The start-up warm-up (`warm_up_calls`) covers every (NUM_SPLITS, PRELOAD) pair any
+    batch can reach with any power-of-two split count (a mixed step's decode rows may take
+    a count no decode-only batch takes), so nothing compiles mid-run."""
+    for hk in (1, 2, 3, 4, 8, 16):
+        warmed = {(s, preloads(b, hk, s, num_sms)) for b, s in warm_up_calls(hk, num_sms)}
+        for b in range(1, 600):
+            for s in (1, 2, 4, 8, 16, 32, 64):
+                assert (s, preloads(b, hk, s, num_sms)) in warmed, (hk, b, s)
+        assert len(warmed) == len(warm_up_calls(hk, num_sms))  # no call compiles nothing new
 
 
 def test_context_tiers_split_where_the_grid_changes():

@@ -349,6 +349,26 @@ def choose_num_splits(batch: int, num_kv_heads: int, max_context: int, num_sms: 
     return 1 << (splits.bit_length() - 1)
 
 
+def preloads(batch: int, num_kv_heads: int, num_splits: int, num_sms: int) -> bool:
+    """Whether the kernel loads its first tile before the PDL wait (its PRELOAD constexpr):
+    where the grid has at most one program per SM."""
+    return PRELOAD_FIRST_TILE and batch * num_kv_heads * num_splits <= num_sms
+
+
+def warm_up_calls(num_kv_heads: int, num_sms: int) -> list[tuple[int, int]]:
+    """(batch, num_splits) of calls that together compile every kernel variant a step can
+    pick: each power-of-two split count, with and without the preload (PRELOAD depends on
+    the batch, NUM_SPLITS on the batch and the context; the other constexprs on the model)."""
+    calls = []
+    splits = 1
+    while splits <= _MAX_SPLITS:
+        calls.append((1, splits))
+        if preloads(1, num_kv_heads, splits, num_sms):  # then the same count without preload
+            calls.append((num_sms // (num_kv_heads * splits) + 1, splits))
+        splits *= 2
+    return calls
+
+
 def context_tiers(batch: int, num_kv_heads: int, max_context: int, num_sms: int, head_dim: int) -> tuple[int, ...]:
     """Static context bounds (ascending, the last = max_context) at which this batch's
     decode attention takes a different grid: a CUDA graph captured per tier, and replayed
@@ -422,7 +442,7 @@ def paged_decode_attention(
     else:
         part_o = part_lse = tickets = out  # never touched: the kernel writes `out` directly
     pdl = pdl_mode(q.device)
-    preload = PRELOAD_FIRST_TILE and b * hk * num_splits <= device_sms(q.device)
+    preload = preloads(b, hk, num_splits, device_sms(q.device))
     trace, traced = trace_slot("attn", b * hk * num_splits, 5, out)
     _decode_split_kernel[(b, hk, num_splits)](
         q, k_cache, v_cache, seq_lens, block_tables, out, part_o, part_lse, tickets, trace,

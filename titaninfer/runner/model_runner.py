@@ -122,11 +122,13 @@ class ModelRunner:
 
     def _warm_up_kernels(self, max_num_seqs: int) -> None:
         """Compile, before the first request, every variant of the kernels whose constexprs
-        depend on the batch: the sampler (one per power-of-two batch) and the decode split
-        count (powers of two). Otherwise each compiles mid-run, stalling a step ~1 s."""
+        depend on the batch: the sampler (one per power-of-two batch) and the decode
+        attention (split counts, preloading or not). Otherwise each compiles mid-run,
+        stalling a step ~1 s."""
         from titaninfer.kernels.argmax import greedy_argmax
-        from titaninfer.kernels.decode_attention import _MAX_SPLITS, paged_decode_attention
+        from titaninfer.kernels.decode_attention import paged_decode_attention, warm_up_calls
         from titaninfer.kernels.sampling import sample_tokens
+        from titaninfer.kernels.triton_common import device_sms
 
         t0 = time.perf_counter()
         vocab = self.model_config.vocab_size
@@ -141,14 +143,12 @@ class ModelRunner:
             b *= 2
         greedy_argmax(logits[:1])  # one variant whatever the rows (n_rows is not specialised)
         k_cache, v_cache = self.kv_caches[0]
-        hq, d = self.model_config.num_heads, k_cache.shape[-1]
-        q = torch.zeros((1, hq, d), dtype=k_cache.dtype, device=self.device)
-        seq_lens = torch.zeros(1, dtype=torch.int32, device=self.device)
-        tables = torch.zeros((1, 16), dtype=torch.int32, device=self.device)
-        splits = 1
-        while splits <= _MAX_SPLITS:
+        hq, hk, d = self.model_config.num_heads, k_cache.shape[2], k_cache.shape[-1]
+        for rows, splits in warm_up_calls(hk, device_sms(self.device)):
+            q = torch.zeros((rows, hq, d), dtype=k_cache.dtype, device=self.device)
+            seq_lens = torch.zeros(rows, dtype=torch.int32, device=self.device)
+            tables = torch.zeros((rows, 16), dtype=torch.int32, device=self.device)
             paged_decode_attention(q, k_cache, v_cache, seq_lens, tables, 1.0, num_splits=splits)
-            splits *= 2
         self._warm_up_mixed_step()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
