@@ -308,14 +308,20 @@ def _merge_splits(part_o_ptr, part_lse_ptr, out_ptr, first, n_filled, b, heads, 
     return res
 
 
+def _round_down_pow2(n: int) -> int:
+    """The largest power of two <= n (n >= 1): NUM_SPLITS is a constexpr, so eager steps,
+    whose batch and context change every step, compile at most log2(_MAX_SPLITS) + 1
+    split counts."""
+    return 1 << (n.bit_length() - 1)
+
+
 def _one_wave_splits(batch: int, num_kv_heads: int, num_sms: int) -> int:
     """Splits of the one-program-per-SM grid (0 where it does not apply: too many (b, h)
     pairs, or the rule is off)."""
     base = max(batch * num_kv_heads, 1)
     if not (_ONE_WAVE_MAX_TILES and PRELOAD_FIRST_TILE and 2 * base <= num_sms):
         return 0
-    splits = min(num_sms // base, _MAX_SPLITS)
-    return 1 << (splits.bit_length() - 1)
+    return _round_down_pow2(min(num_sms // base, _MAX_SPLITS))
 
 
 def one_wave_max_context(batch: int, num_kv_heads: int, num_sms: int, block_n: int) -> int:
@@ -341,12 +347,8 @@ def choose_num_splits(batch: int, num_kv_heads: int, max_context: int, num_sms: 
         # program's range then fits its tile(s) (rounding down could double a range).
         by_len = triton.next_power_of_2(-(-max_context // min(_ONE_WAVE_SPLIT_TOKENS, block_n)))
         return min(_one_wave_splits(batch, num_kv_heads, num_sms), by_len)
-    else:
-        by_len = max(1, max_context // _MIN_TOKENS_PER_SPLIT)
-        splits = max(1, min(num_sms * _SLOTS_PER_SM // base, by_len, _MAX_SPLITS))
-    # NUM_SPLITS is a constexpr: round down to a power of two so that eager steps, whose
-    # batch and context change every step, compile at most log2(_MAX_SPLITS) + 1 variants.
-    return 1 << (splits.bit_length() - 1)
+    by_len = max(1, max_context // _MIN_TOKENS_PER_SPLIT)
+    return _round_down_pow2(max(1, min(num_sms * _SLOTS_PER_SM // base, by_len, _MAX_SPLITS)))
 
 
 def preloads(batch: int, num_kv_heads: int, num_splits: int, num_sms: int) -> bool:
