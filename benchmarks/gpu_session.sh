@@ -103,6 +103,16 @@ for stage in "$@"; do case $stage in
   replay-batches) for m in qwen3-0.6b llama3-8b; do for b in 4 8; do for v in "${VARIANTS[@]}"; do
              variant_step "replay-$m-b$b" 30 "$v" benchmarks.graph_replay_time --model "dummy:$m" --batch $b
              done; done; done ;;
+  skinny-rows) for m in qwen3-0.6b llama3-8b; do for b in 2 4 8; do for r in 1 8; do
+             step "replay-$m-b$b-rows$r" 35 env TITANINFER_SKINNY_MAX_ROWS=$r python -m benchmarks.graph_replay_time \
+               --model "dummy:$m" --batch $b; done; done; done ;;
+  acc3-tests) step pytest-skinny-acc3-gpu 100 python -m pytest -q tests/kernels/test_skinny_gemm.py -k "acc3 or gpu" ;;
+  acc3-sweep) step skinny-sweep-acc3 130 python benchmarks/skinny_sweep.py --acc3 --ms 2,4,8 --no-fused --budget-s 100 \
+               --shapes qwen.qkv,qwen.o,qwen.gate_up,qwen.down,8b.gate_up --json "$OUT/skinny-sweep-acc3.json" ;;
+  # The batch-2 decode step on cuBLAS against the GEMV's 3-D accumulator form (the default).
+  acc3-b2) for m in qwen3-0.6b llama3-8b; do
+             step "replay-$m-b2-cublas" 40 env TITANINFER_SKINNY_MAX_ROWS=1 python -m benchmarks.graph_replay_time --model "dummy:$m" --batch 2
+             step "replay-$m-b2-acc3" 40 python -m benchmarks.graph_replay_time --model "dummy:$m" --batch 2; done ;;
   split-sweep) step split-sweep 120 python -m benchmarks.decode_split_sweep ;;
   lat3) step lat3 150 $B latency --engines titaninfer --no-progress \
              --model dummy:tinyllama-1.1b,dummy:qwen3-0.6b,dummy:llama3-8b --out "$OUT/packs/lat3" --results-dir "$RESULTS" ;;
@@ -125,6 +135,7 @@ for stage in "$@"; do case $stage in
   attn-tests) step pytest-decode-attn-gpu 100 python -m pytest -q tests/kernels/test_decode_attention.py ;;
   rmsnorm-tests) step pytest-rmsnorm-gpu 40 python -m pytest -q tests/kernels/test_rmsnorm.py ;;
   rotary-tests) step pytest-rotary-gpu 60 python -m pytest -q tests/kernels/test_rotary.py ;;
+  e2e-tier) step pytest-e2e-tier-gpu 120 python -m pytest -q -s -m gpu tests/e2e/test_gpu.py -k context_tier ;;
   e2e-qwen) step pytest-e2e-qwen-gpu 90 python -m pytest -q -s -m gpu tests/e2e/test_gpu.py -k "qwen3 or no_kernel_compiles" ;;
   latency-qwen) step latency-qwen 60 $B latency --engines titaninfer --no-progress \
              --model dummy:qwen3-0.6b --out "$OUT/packs/latency-qwen" --results-dir "$RESULTS" ;;
@@ -178,6 +189,11 @@ for stage in "$@"; do case $stage in
              step timeline-tiny-8-09 60 python -m benchmarks.step_timeline --model dummy:tinyllama-1.1b --gpu-memory-utilization 0.9
              step timeline-tiny-256-09 60 python -m benchmarks.step_timeline --model dummy:tinyllama-1.1b --max-num-seqs 256 --gpu-memory-utilization 0.9 ;;
   ktrace-test) step pytest-ktrace-gpu 90 python -m pytest -q -m gpu tests/kernels/test_skinny_gemm.py -k kernel_trace ;;
+  # Where Qwen3-0.6B's small-batch decode step goes (batch 1 and 4 as shipped, batch 2 on the GEMV).
+  profile-qwen-small) for n in 1 4; do step "profile-qwen-b$n" 110 python -m titaninfer profile --model dummy:qwen3-0.6b \
+               -n $n --input-len 128 --output-len 64 --steps 20 --top 25 --out "$OUT/profile-qwen-b$n"; done
+             step profile-qwen-b2-rows2 110 env TITANINFER_SKINNY_MAX_ROWS=2 python -m titaninfer profile \
+               --model dummy:qwen3-0.6b -n 2 --input-len 128 --output-len 64 --steps 20 --top 25 --out "$OUT/profile-qwen-b2" ;;
   profile-8b) step profile-8b 150 python -m titaninfer profile --model dummy:llama3-8b -n 1 \
              --input-len 128 --output-len 64 --steps 20 --out "$OUT/profile-8b" ;;
   profile-qwen) step profile-qwen-b256 150 python -m titaninfer profile --model dummy:qwen3-0.6b -n 256 \

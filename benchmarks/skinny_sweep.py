@@ -48,6 +48,19 @@ def configs() -> list[SkinnyConfig]:
             for bn, bk, w, s in itertools.product((2, 4, 8, 16), (512, 1024, 2048), (4, 8), (1, 2))]
 
 
+# --acc3: the M > 1 accumulator form (SkinnyConfig.acc3), per M: (block_n, block_k, warps).
+ACC3_CONFIGS = {
+    2: [(4, 1024, 4), (4, 1024, 8), (2, 1024, 4), (4, 512, 4)],
+    4: [(2, 1024, 4), (4, 1024, 8), (4, 512, 4), (2, 512, 4)],
+    8: [(2, 1024, 8), (2, 512, 4), (4, 512, 8), (2, 256, 4)],
+}
+
+
+def acc3_configs(m: int) -> list[SkinnyConfig]:
+    return [SkinnyConfig(bn, bk, w, 1, loop_tiles=lt, acc3=True)
+            for bn, bk, w in ACC3_CONFIGS[m] for lt in (1, 2)]
+
+
 def graph_time_us(step: Callable[[int], object], copies: int) -> float:
     """Median time per call of step(i) for i over the copies, replayed as one CUDA graph."""
     for i in range(copies):  # compile + warm outside the capture
@@ -74,12 +87,16 @@ def main() -> None:
     ap.add_argument("--budget-s", type=float, default=150)
     ap.add_argument("--json", default=None)
     ap.add_argument("--ms", default="1,2")
+    ap.add_argument("--acc3", action="store_true", help="sweep the M > 1 accumulator form instead")
+    ap.add_argument("--shapes", default=None, help="comma-separated names from SHAPES (default: all)")
+    ap.add_argument("--no-fused", action="store_true", help="skip the fused-prologue table")
     args = ap.parse_args()
+    shapes = {s: SHAPES[s] for s in args.shapes.split(",")} if args.shapes else SHAPES
     t_end = time.time() + args.budget_s
     dev, bf16 = "cuda", torch.bfloat16
     rows, results = [], []
     for m in [int(v) for v in args.ms.split(",")]:
-        for name, (n, k) in SHAPES.items():
+        for name, (n, k) in shapes.items():
             if time.time() > t_end:
                 print(f"budget spent: stopped before m={m} {name}")
                 break
@@ -90,7 +107,7 @@ def main() -> None:
             tb = lambda t: n * k * 2 / t / 1e6  # noqa: E731  bytes / us -> TB/s
             t_cublas = graph_time_us(lambda i: F.linear(x, ws[i]), copies)
             best: tuple[float, SkinnyConfig | None] = (float("inf"), None)
-            for cfg in configs():
+            for cfg in (acc3_configs(m) if args.acc3 else configs()):
                 try:
                     out = skinny_linear(x, ws[0], config=cfg)
                     if not torch.allclose(out.float(), ref, atol=5e-2, rtol=2e-2):
@@ -111,7 +128,7 @@ def main() -> None:
 
     print("\nfused prologues at m=1 (graph replay, rotating weights): separate kernels vs one pass")
     fused_rows = []
-    for name in ("tiny.qkv", "tiny.gate_up", "8b.qkv", "qwen.qkv"):
+    for name in () if args.no_fused else ("tiny.qkv", "tiny.gate_up", "8b.qkv", "qwen.qkv"):
         n, k = SHAPES[name]
         ws = rotating_weights(n, k)
         copies = len(ws)
@@ -126,7 +143,7 @@ def main() -> None:
     print("\n| m | shape | cuBLAS us | TB/s | picked us | TB/s | best us | TB/s | best config |")
     print("|---|---|---|---|---|---|---|---|---|")
     for m, name, tc, bc, tp, bp, tbst, bb, cfg in rows:
-        c = cfg and f"n{cfg.block_n} k{cfg.block_k} w{cfg.num_warps} s{cfg.num_stages}"
+        c = cfg and f"n{cfg.block_n} k{cfg.block_k} w{cfg.num_warps} s{cfg.num_stages} l{cfg.loop_tiles}"
         print(f"| {m} | {name} | {tc:.1f} | {bc:.2f} | {tp:.1f} | {bp:.2f} | {tbst:.1f} | {bb:.2f} | {c} |")
     print("\n| op (m=1) | separate kernels + cuBLAS us | fused skinny us | skinny without prologue us |")
     print("|---|---|---|---|")

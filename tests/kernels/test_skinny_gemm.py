@@ -26,6 +26,7 @@ from titaninfer.kernels.skinny_gemm import (  # noqa: E402
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 DOT = SkinnyConfig(block_n=16, block_k=64, num_warps=4, num_stages=2, use_dot=True)
 SMALL = SkinnyConfig(block_n=4, block_k=64, num_warps=4, num_stages=2)
+ACC3 = SkinnyConfig(block_n=4, block_k=64, num_warps=4, num_stages=1, loop_tiles=2, acc3=True)  # M > 1
 
 
 def _matmul_ref(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
@@ -44,8 +45,8 @@ def _assert_one_rounding(out: torch.Tensor, ref: torch.Tensor) -> None:
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("m,n,k", [(1, 37, 100), (3, 65, 200), (8, 20, 64), (MAX_M, 33, 130)])
-@pytest.mark.parametrize("config", [None, SMALL, DOT], ids=["picked", "elementwise", "dot"])
+@pytest.mark.parametrize("m,n,k", [(1, 37, 100), (2, 70, 1100), (3, 65, 200), (8, 20, 64), (MAX_M, 33, 130)])
+@pytest.mark.parametrize("config", [None, SMALL, DOT, ACC3], ids=["picked", "elementwise", "dot", "acc3"])
 @pytest.mark.parametrize("with_bias", [False, True])
 def test_skinny_linear(m, n, k, dtype, config, with_bias, device, poison_empty):
     torch.manual_seed(m * 1000 + n)
@@ -56,7 +57,7 @@ def test_skinny_linear(m, n, k, dtype, config, with_bias, device, poison_empty):
 
 
 @pytest.mark.parametrize("m,i,k", [(1, 24, 96), (1, 37, 70), (5, 30, 100)])  # I = 37: a partial program
-@pytest.mark.parametrize("config", [None, SMALL, DOT], ids=["picked", "elementwise", "dot"])
+@pytest.mark.parametrize("config", [None, SMALL, DOT, ACC3], ids=["picked", "elementwise", "dot", "acc3"])
 @pytest.mark.parametrize("with_bias", [False, True])
 def test_skinny_linear_silu_mul_epilogue(m, i, k, config, with_bias, device, poison_empty):
     """silu(gate) * up of a [gate | up] projection in the GEMV's epilogue: bit for bit the
@@ -73,7 +74,7 @@ def test_skinny_linear_silu_mul_epilogue(m, i, k, config, with_bias, device, poi
     torch.testing.assert_close(act.float(), ref.float(), rtol=3 * 2**-7, atol=0.02)
 
 
-@pytest.mark.parametrize("config", [None, SMALL], ids=["picked", "elementwise"])
+@pytest.mark.parametrize("config", [None, SMALL, ACC3], ids=["picked", "elementwise", "acc3"])
 def test_skinny_rmsnorm_linear_silu_mul(config, device, poison_empty):
     """Norm prologue and SiLU epilogue together (Qwen3's gate_up at batch 1)."""
     torch.manual_seed(5)
@@ -117,7 +118,7 @@ def test_layer_skinny_path_silu_epilogue(prologue_limit, device, monkeypatch):
 
 
 @pytest.mark.parametrize("m,n,k", [(1, 37, 100), (3, 64, 70)])
-@pytest.mark.parametrize("config", [None, SMALL, DOT], ids=["picked", "elementwise", "dot"])
+@pytest.mark.parametrize("config", [None, SMALL, DOT, ACC3], ids=["picked", "elementwise", "dot", "acc3"])
 @pytest.mark.parametrize("with_bias", [False, True])
 def test_residual_epilogue(m, n, k, config, with_bias, device, poison_empty):
     """skinny_linear_residual: the stream is bit for bit rms_norm_ref's x + residual of the
@@ -140,7 +141,7 @@ def test_residual_epilogue(m, n, k, config, with_bias, device, poison_empty):
 
 
 @pytest.mark.parametrize("m,n,k,h", [(1, 40, 96, 50), (2, 33, 64, 20)])
-@pytest.mark.parametrize("config", [None, SMALL], ids=["picked", "elementwise"])
+@pytest.mark.parametrize("config", [None, SMALL, ACC3], ids=["picked", "elementwise", "acc3"])
 @pytest.mark.parametrize("epilogue", ["none", "silu"])
 def test_presummed_norm_prologue(m, n, k, h, config, epilogue, device, poison_empty):
     """o_proj-like producer (residual epilogue) then gate_up-like consumer (norm prologue
@@ -227,7 +228,7 @@ def test_skinny_linear_silu_mul_model_shapes_gpu(i, k):
 
 @pytest.mark.parametrize("m,n,k", [(1, 40, 128), (6, 29, 100)])
 @pytest.mark.parametrize("with_residual", [False, True])
-@pytest.mark.parametrize("config", [None, SMALL, DOT], ids=["picked", "elementwise", "dot"])
+@pytest.mark.parametrize("config", [None, SMALL, DOT, ACC3], ids=["picked", "elementwise", "dot", "acc3"])
 def test_skinny_rmsnorm_linear(m, n, k, with_residual, config, device, poison_empty):
     dtype = torch.bfloat16
     x = (torch.randn(m, k, device=device) * 3).to(dtype)
@@ -260,6 +261,9 @@ def test_pick_config_fills_the_gpu():
         assert n // cfg.block_n >= 2 * 132, "fewer than two programs per SM"
         assert cfg.block_k <= 2048
     assert pick_config(8, 2048, 2048).use_dot
+    # Two rows: the 3-D accumulator (measured faster than cuBLAS); one row never needs it.
+    assert pick_config(2, 2048, 2048).acc3 and not pick_config(2, 2048, 2048).use_dot
+    assert not pick_config(1, 2048, 2048).acc3 and not pick_config(3, 2048, 2048).acc3
 
 
 def test_norm_prologue_only_where_it_measured_faster():
@@ -326,8 +330,8 @@ def _qkv_inputs(m: int, hq: int, hk: int, d: int, k: int, device: str, seed: int
 
 @pytest.mark.parametrize("m", [1, 3])
 @pytest.mark.parametrize("hq,hk,d", [(4, 2, 16), (6, 1, 32)])
-@pytest.mark.parametrize("with_norm,config", [(False, None), (False, SMALL), (False, DOT), (True, None)],
-                         ids=["picked", "elementwise", "dot", "norm-prologue"])
+@pytest.mark.parametrize("with_norm,config", [(False, None), (False, SMALL), (False, DOT), (True, None), (True, ACC3)],
+                         ids=["picked", "elementwise", "dot", "norm-prologue", "norm-prologue-acc3"])
 def test_rope_kv_epilogue(m, hq, hk, d, with_norm, config, device, poison_empty):
     """qkv projection + rotary + KV store in one kernel == the same projection unfused, then
     `rotary_ref` and `write_kv_ref`: q and k rotated in the output, rotated k and v in the

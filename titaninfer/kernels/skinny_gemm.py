@@ -117,6 +117,9 @@ class SkinnyConfig:
     num_stages: int
     use_dot: bool = False
     loop_tiles: int = 1  # weight tiles in flight per iteration of the main loop (1 or 2)
+    # M > 1 without dots: one [BM, BLOCK_N, BLOCK_K] product accumulator reduced once at the
+    # end (the weight tile loaded in its layout), not a [BM, BLOCK_N] sum per tile.
+    acc3: bool = False
 
 
 @dataclass(frozen=True)
@@ -182,7 +185,8 @@ def _apply_prologue(x, nw, res_ptr, new_res_ptr, ms, m_ok, k0, K, rstd, store_re
 
 
 @triton.jit
-def _accumulate(acc, w, x, USE_DOT: tl.constexpr, BM: tl.constexpr, EMULATE_RNE: tl.constexpr):
+def _accumulate(acc, w, x, USE_DOT: tl.constexpr, BM: tl.constexpr, EMULATE_RNE: tl.constexpr,
+                ACC3: tl.constexpr = False):
     """acc += x @ w^T for one K tile (acc is [BLOCK_N, BLOCK_K] partial products when BM == 1
     without dots: one reduction at the end instead of one per tile)."""
     if USE_DOT:
@@ -192,26 +196,33 @@ def _accumulate(acc, w, x, USE_DOT: tl.constexpr, BM: tl.constexpr, EMULATE_RNE:
             acc += tl.dot(x.to(w.dtype), tl.trans(w))
     elif BM == 1:
         acc += w.to(tl.float32) * x
+    elif ACC3:  # w: [1, BLOCK_N, BLOCK_K], loaded so (its layout is the accumulator's)
+        acc += x[:, None, :] * w.to(tl.float32)
     else:
         acc += tl.sum(x[:, None, :] * w.to(tl.float32)[None, :, :], axis=2)
     return acc
 
 
 @triton.jit
-def _weight_tile(w_rows, n_ok, k0, K, BLOCK_K: tl.constexpr):
-    """W[rows, k0:k0 + BLOCK_K] (zeros past K)."""
+def _weight_tile(w_rows, n_ok, k0, K, BLOCK_K: tl.constexpr, ACC3: tl.constexpr = False):
+    """W[rows, k0:k0 + BLOCK_K] (zeros past K); [1, BLOCK_N, BLOCK_K] under ACC3."""
     ks = k0 + tl.arange(0, BLOCK_K)
-    return tl.load(w_rows + ks[None, :], mask=n_ok[:, None] & (ks < K)[None, :], other=0.0)
+    if ACC3:
+        w = tl.load(w_rows[None, :, :] + ks[None, None, :], mask=n_ok[None, :, None] & (ks < K)[None, None, :],
+                    other=0.0)
+    else:
+        w = tl.load(w_rows + ks[None, :], mask=n_ok[:, None] & (ks < K)[None, :], other=0.0)
+    return w
 
 
 @triton.jit
 def _tile_step(acc, w, x, nw, k0, res_ptr, new_res_ptr, ms, m_ok, K, rstd, store_res_rows,
                dtype: tl.constexpr, PROLOGUE: tl.constexpr, HAS_RES: tl.constexpr, USE_DOT: tl.constexpr,
-               BM: tl.constexpr, BLOCK_K: tl.constexpr, EMULATE_RNE: tl.constexpr):
+               BM: tl.constexpr, BLOCK_K: tl.constexpr, EMULATE_RNE: tl.constexpr, ACC3: tl.constexpr = False):
     """acc += prologue(x) @ w^T for the weight tile w, raw x tile x and norm weight nw at k0."""
     x = _apply_prologue(x, nw, res_ptr, new_res_ptr, ms, m_ok, k0, K, rstd, store_res_rows,
                         dtype, PROLOGUE, HAS_RES, BLOCK_K, EMULATE_RNE)
-    return _accumulate(acc, w, x, USE_DOT, BM, EMULATE_RNE)
+    return _accumulate(acc, w, x, USE_DOT, BM, EMULATE_RNE, ACC3)
 
 
 @triton.jit
@@ -304,7 +315,7 @@ def _skinny_gemm_kernel(
     USE_DOT: tl.constexpr, EMULATE_RNE: tl.constexpr, PDL: tl.constexpr, PRELOAD: tl.constexpr,
     ROPE: tl.constexpr, HEAD_DIM: tl.constexpr, SILU_MUL: tl.constexpr,
     ADD_RESIDUAL: tl.constexpr, SLOTS: tl.constexpr, SLOT_STRIDE: tl.constexpr, LOOP_TILES: tl.constexpr,
-    TRACE: tl.constexpr = False,
+    TRACE: tl.constexpr = False, ACC3: tl.constexpr = False,
 ):
     tl.static_assert(PRELOAD == 1 or PRELOAD == 2, "PRELOAD: 1 or 2 weight tiles before the wait")
     tl.static_assert(LOOP_TILES == 1 or LOOP_TILES == 2, "LOOP_TILES: 1 or 2 weight tiles per iteration")
@@ -324,12 +335,12 @@ def _skinny_gemm_kernel(
     # No kernel writes the weights, so the first PRELOAD tiles stream in before the wait:
     # under PDL while the previous kernel (attention, a norm, the previous GEMV) still runs.
     # Tiles past K are fully masked: no memory traffic, they add zeros.
-    w_rows = w_ptr + rows[:, None] * K
+    w_rows = w_ptr + rows[:, None] * K  # [BLOCK_N, 1]
     cos, sin, slot = _rope_operands(rows, ms, m_ok, pos_ptr, cs_ptr, cs_s0, slot_ptr, BM, BLOCK_N, ROPE, HEAD_DIM)
-    w0 = _weight_tile(w_rows, n_ok, 0, K, BLOCK_K)
+    w0 = _weight_tile(w_rows, n_ok, 0, K, BLOCK_K, ACC3)
     nw0 = _norm_weight_tile(nw_ptr, 0, K, PROLOGUE, BLOCK_K)
     if PRELOAD >= 2:
-        w1 = _weight_tile(w_rows, n_ok, BLOCK_K, K, BLOCK_K)
+        w1 = _weight_tile(w_rows, n_ok, BLOCK_K, K, BLOCK_K, ACC3)
         nw1 = _norm_weight_tile(nw_ptr, BLOCK_K, K, PROLOGUE, BLOCK_K)
     await_producer(PDL)
     stamp(trace_ptr, pid, 1, pid, 3, TRACE)
@@ -363,29 +374,33 @@ def _skinny_gemm_kernel(
 
     if not USE_DOT and BM == 1:
         acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
+    elif ACC3:
+        acc = tl.zeros([BM, BLOCK_N, BLOCK_K], dtype=tl.float32)
     else:
         acc = tl.zeros([BM, BLOCK_N], dtype=tl.float32)
     acc = _tile_step(acc, w0, x0, nw0, 0, res_ptr, new_res_ptr, ms, m_ok, K, rstd, store_res_rows,
-                     dtype, PROLOGUE, HAS_RES, USE_DOT, BM, BLOCK_K, EMULATE_RNE)
+                     dtype, PROLOGUE, HAS_RES, USE_DOT, BM, BLOCK_K, EMULATE_RNE, ACC3)
     if PRELOAD >= 2:
         acc = _tile_step(acc, w1, x1, nw1, BLOCK_K, res_ptr, new_res_ptr, ms, m_ok, K, rstd, store_res_rows,
-                         dtype, PROLOGUE, HAS_RES, USE_DOT, BM, BLOCK_K, EMULATE_RNE)
+                         dtype, PROLOGUE, HAS_RES, USE_DOT, BM, BLOCK_K, EMULATE_RNE, ACC3)
     # The rest of K, LOOP_TILES weight tiles in flight per iteration (tiles past K: masked).
     for k0 in range(PRELOAD * BLOCK_K, K, LOOP_TILES * BLOCK_K):
-        wa = _weight_tile(w_rows, n_ok, k0, K, BLOCK_K)
+        wa = _weight_tile(w_rows, n_ok, k0, K, BLOCK_K, ACC3)
         if LOOP_TILES >= 2:
-            wb = _weight_tile(w_rows, n_ok, k0 + BLOCK_K, K, BLOCK_K)
+            wb = _weight_tile(w_rows, n_ok, k0 + BLOCK_K, K, BLOCK_K, ACC3)
         xa = _load_x(x_ptr, ms, m_ok, k0, K, x_stride, BLOCK_K)
         nwa = _norm_weight_tile(nw_ptr, k0, K, PROLOGUE, BLOCK_K)
         acc = _tile_step(acc, wa, xa, nwa, k0, res_ptr, new_res_ptr, ms, m_ok, K, rstd, store_res_rows,
-                         dtype, PROLOGUE, HAS_RES, USE_DOT, BM, BLOCK_K, EMULATE_RNE)
+                         dtype, PROLOGUE, HAS_RES, USE_DOT, BM, BLOCK_K, EMULATE_RNE, ACC3)
         if LOOP_TILES >= 2:
             xb = _load_x(x_ptr, ms, m_ok, k0 + BLOCK_K, K, x_stride, BLOCK_K)
             nwb = _norm_weight_tile(nw_ptr, k0 + BLOCK_K, K, PROLOGUE, BLOCK_K)
             acc = _tile_step(acc, wb, xb, nwb, k0 + BLOCK_K, res_ptr, new_res_ptr, ms, m_ok, K, rstd,
-                             store_res_rows, dtype, PROLOGUE, HAS_RES, USE_DOT, BM, BLOCK_K, EMULATE_RNE)
+                             store_res_rows, dtype, PROLOGUE, HAS_RES, USE_DOT, BM, BLOCK_K, EMULATE_RNE, ACC3)
     if not USE_DOT and BM == 1:
         acc = tl.sum(acc, axis=1)[None, :]
+    elif ACC3:
+        acc = tl.sum(acc, axis=2)
     if HAS_BIAS:
         acc += tl.load(b_ptr + rows, mask=n_ok, other=0.0).to(tl.float32)[None, :]
     if ROPE:
@@ -446,16 +461,33 @@ _LOOP2_MAX_PROGRAMS_PER_SM = 4
 _MIN_PROGRAMS_PER_SM = 2  # M <= 2: 4-row programs only where there are this many per SM
 
 
+# Row buckets (M > 1) on the 3-D accumulator form (SkinnyConfig.acc3): (BLOCK_N, BLOCK_K,
+# warps). Kernels alone (skinny_sweep.py --acc3, H200, us; Qwen3-0.6B qkv / o / gate_up /
+# down, Llama-3-8B gate_up): M = 2 4.6 / 2.2 / 6.6 / 3.1 / 62.7 against cuBLAS 5.0 / 8.1 /
+# 6.5 / 6.8 / 58.1 and the per-tile sum 6.0 / 4.4 / 8.8 / 8.2 / 80.8. The captured batch-2
+# step (graph_replay_time.py): Qwen3-0.6B 897.8 us against 1,420.4 on cuBLAS, Llama-3-8B
+# 4,283.8 against 4,484.2. At M = 4 (best tiles 5.6 / 2.9 / 7.8 / 3.8 / 84.4 against
+# cuBLAS 5.4 / 8.4 / 6.2 / 7.1 / 61.9) and M = 8 (its [8, BLOCK_N, BLOCK_K] products need
+# too many registers: 2-5x cuBLAS) those batches stay on cuBLAS. {}: off.
+_ACC3_TILES = {2: (4, 1024, 4)}
+
+
 def pick_config(m: int, n: int, k: int, num_sms: int = DEFAULT_NUM_SMS) -> SkinnyConfig:
     """Tile choice for [m, k] x [n, k]^T, from `benchmarks/skinny_sweep.py` on an H200.
 
     M = 1: 4 rows of W x 1024 columns per iteration (8 KiB per program in flight, thousands
     of programs), no software pipelining: the best or within a few % of it on the TinyLlama,
     Llama-3-8B and Qwen3-0.6B projections; two tiles per loop iteration where the grid is
-    one wave (`_LOOP2_MAX_PROGRAMS_PER_SM`). M >= 4: only the tl.dot form came near cuBLAS
-    (it did not beat it), so the engine sends those batches to cuBLAS; these are fallbacks."""
+    one wave (`_LOOP2_MAX_PROGRAMS_PER_SM`). M = 2: the same tiles with the 3-D accumulator
+    (`_ACC3_TILES`). M >= 3: only the tl.dot form came near cuBLAS (it did not beat it), so
+    the engine sends those batches to cuBLAS; these are fallbacks."""
     bm = m_bucket(m)
     block_k = min(1024, max(64, triton.next_power_of_2(k)))
+    if bm in _ACC3_TILES:
+        block_n, bk, warps = _ACC3_TILES[bm]
+        one_wave = triton.cdiv(n, block_n) <= _LOOP2_MAX_PROGRAMS_PER_SM * num_sms
+        return SkinnyConfig(block_n=block_n, block_k=min(bk, block_k), num_warps=warps, num_stages=1,
+                            loop_tiles=2 if one_wave else 1, acc3=True)
     if bm <= 2:  # narrow outputs (N < 1056): 2 rows per program, to keep >= 2 programs per SM
         block_n = 4 if triton.cdiv(n, 4) >= _MIN_PROGRAMS_PER_SM * num_sms else 2
         one_wave = triton.cdiv(n, block_n) <= _LOOP2_MAX_PROGRAMS_PER_SM * num_sms
@@ -620,7 +652,7 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, k:
         USE_DOT=cfg.use_dot, EMULATE_RNE=_INTERPRET, PDL=pdl, PRELOAD=_PRELOAD_TILES,
         ROPE=rope is not None, HEAD_DIM=head_dim, SILU_MUL=silu_mul,
         ADD_RESIDUAL=add_residual is not None, SLOTS=SUMSQ_SLOTS, SLOT_STRIDE=SUMSQ_STRIDE,
-        LOOP_TILES=cfg.loop_tiles, TRACE=traced,
+        LOOP_TILES=cfg.loop_tiles, TRACE=traced, ACC3=cfg.acc3 and bm > 1 and not cfg.use_dot,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages, **pdl_launch_kwargs(pdl),
     )
     return out, new_res
