@@ -188,7 +188,8 @@ def _apply_prologue(x, nw, res_ptr, new_res_ptr, ms, m_ok, k0, K, rstd, store_re
 def _accumulate(acc, w, x, USE_DOT: tl.constexpr, BM: tl.constexpr, EMULATE_RNE: tl.constexpr,
                 ACC3: tl.constexpr = False):
     """acc += x @ w^T for one K tile (acc is [BLOCK_N, BLOCK_K] partial products when BM == 1
-    without dots: one reduction at the end instead of one per tile)."""
+    without dots, [BM, BLOCK_N, BLOCK_K] under ACC3: one reduction at the end instead of one
+    per tile)."""
     if USE_DOT:
         if EMULATE_RNE:  # the interpreter's bf16 dot is wrong: values are exact in fp32
             acc += tl.dot(x, tl.trans(w.to(tl.float32)))
@@ -319,6 +320,7 @@ def _skinny_gemm_kernel(
 ):
     tl.static_assert(PRELOAD == 1 or PRELOAD == 2, "PRELOAD: 1 or 2 weight tiles before the wait")
     tl.static_assert(LOOP_TILES == 1 or LOOP_TILES == 2, "LOOP_TILES: 1 or 2 weight tiles per iteration")
+    tl.static_assert(not ACC3 or (BM > 1 and not USE_DOT), "ACC3: the elementwise form of M > 1 rows")
     pid = tl.program_id(0)
     stamp(trace_ptr, pid, 0, pid, 3, TRACE)  # stamps: start, after the wait, end
     lanes = tl.arange(0, BLOCK_N)
