@@ -45,7 +45,7 @@ def skinny_gemm_max_rows() -> int:
     """TITANINFER_SKINNY_MAX_ROWS: batches of at most this many tokens run their projections
     on the skinny (GEMV) Triton kernel with RMSNorm / SiLU fused in; 0 turns it off. The
     default, 2, is where it beat cuBLAS on an H200 (benchmarks/skinny_sweep.py; at 2 rows
-    with its 3-D accumulator, `skinny_gemm._ACC3_TILES`)."""
+    with its 3-D accumulator, `skinny_gemm._ACC3_AT_TWO_ROWS`)."""
     return int(os.environ.get("TITANINFER_SKINNY_MAX_ROWS", "2"))
 
 

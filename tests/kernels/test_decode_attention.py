@@ -13,6 +13,7 @@ from titaninfer.kernels.decode_attention import (  # noqa: E402
     _ONE_WAVE_MAX_TILES,
     choose_num_splits,
     context_tiers,
+    decode_config,
     one_wave_max_context,
     paged_decode_attention,
     preloads,
@@ -167,7 +168,7 @@ def test_context_tiers_split_where_the_grid_changes():
         for hk, d, ctx in ((4, 64, 2048), (8, 128, 8192), (8, 128, 40960)):
             tiers = context_tiers(b, hk, ctx, 132, d)
             assert tiers[-1] == ctx and list(tiers) == sorted(set(tiers))
-            grids = {choose_num_splits(b, hk, t, 132, 128 if d == 64 else 64) for t in tiers}
+            grids = {choose_num_splits(b, hk, t, 132, decode_config(d)[0]) for t in tiers}
             assert len(grids) == len(tiers)  # a second tier only where the grid differs
 
 

@@ -460,18 +460,19 @@ _PRELOAD_TILES = 2
 # limit 3 (its o and down projections, 512 programs, at one tile too) took 743.3 / 742.4.
 # Hence 4. 0: never.
 _LOOP2_MAX_PROGRAMS_PER_SM = 4
-_MIN_PROGRAMS_PER_SM = 2  # M <= 2: 4-row programs only where there are this many per SM
+_MIN_PROGRAMS_PER_SM = 2  # M = 1: 4-row programs only where there are this many per SM
 
 
-# Row buckets (M > 1) on the 3-D accumulator form (SkinnyConfig.acc3): (BLOCK_N, BLOCK_K,
-# warps). Kernels alone (skinny_sweep.py --acc3, H200, us; Qwen3-0.6B qkv / o / gate_up /
-# down, Llama-3-8B gate_up): M = 2 4.6 / 2.2 / 6.6 / 3.1 / 62.7 against cuBLAS 5.0 / 8.1 /
-# 6.5 / 6.8 / 58.1 and the per-tile sum 6.0 / 4.4 / 8.8 / 8.2 / 80.8. The captured batch-2
-# step (graph_replay_time.py): Qwen3-0.6B 897.8 us against 1,420.4 on cuBLAS, Llama-3-8B
-# 4,283.8 against 4,484.2. At M = 4 (best tiles 5.6 / 2.9 / 7.8 / 3.8 / 84.4 against
-# cuBLAS 5.4 / 8.4 / 6.2 / 7.1 / 61.9) and M = 8 (its [8, BLOCK_N, BLOCK_K] products need
-# too many registers: 2-5x cuBLAS) those batches stay on cuBLAS. {}: off.
-_ACC3_TILES = {2: (4, 1024, 4)}
+# M = 2 (bucket 2) on the 3-D accumulator form (SkinnyConfig.acc3), with M = 1's tiles at
+# 4 rows per program. Kernels alone (skinny_sweep.py --acc3, H200, us; Qwen3-0.6B qkv / o /
+# gate_up / down, Llama-3-8B gate_up): M = 2 4.6 / 2.2 / 6.6 / 3.1 / 62.7 against cuBLAS
+# 5.0 / 8.1 / 6.5 / 6.8 / 58.1 and the per-tile sum 6.0 / 4.4 / 8.8 / 8.2 / 80.8. The
+# captured batch-2 step (graph_replay_time.py): Qwen3-0.6B 897.8 us against 1,420.4 on
+# cuBLAS, Llama-3-8B 4,283.8 against 4,484.2. At M = 4 (best tiles 5.6 / 2.9 / 7.8 / 3.8 /
+# 84.4 against cuBLAS 5.4 / 8.4 / 6.2 / 7.1 / 61.9) and M = 8 (its [8, BLOCK_N, BLOCK_K]
+# products need too many registers: 2-5x cuBLAS) those batches stay on cuBLAS. False: the
+# per-tile sum at M = 2 (A/B).
+_ACC3_AT_TWO_ROWS = True
 
 
 def pick_config(m: int, n: int, k: int, num_sms: int = DEFAULT_NUM_SMS) -> SkinnyConfig:
@@ -480,21 +481,19 @@ def pick_config(m: int, n: int, k: int, num_sms: int = DEFAULT_NUM_SMS) -> Skinn
     M = 1: 4 rows of W x 1024 columns per iteration (8 KiB per program in flight, thousands
     of programs), no software pipelining: the best or within a few % of it on the TinyLlama,
     Llama-3-8B and Qwen3-0.6B projections; two tiles per loop iteration where the grid is
-    one wave (`_LOOP2_MAX_PROGRAMS_PER_SM`). M = 2: the same tiles with the 3-D accumulator
-    (`_ACC3_TILES`). M >= 3: only the tl.dot form came near cuBLAS (it did not beat it), so
-    the engine sends those batches to cuBLAS; these are fallbacks."""
+    one wave (`_LOOP2_MAX_PROGRAMS_PER_SM`). M = 2: those tiles at 4 rows with the 3-D
+    accumulator (`_ACC3_AT_TWO_ROWS`). M >= 3: only the tl.dot form came near cuBLAS (it did
+    not beat it), so the engine sends those batches to cuBLAS; these are fallbacks."""
     bm = m_bucket(m)
     block_k = min(1024, max(64, triton.next_power_of_2(k)))
-    if bm in _ACC3_TILES:
-        block_n, bk, warps = _ACC3_TILES[bm]
-        one_wave = triton.cdiv(n, block_n) <= _LOOP2_MAX_PROGRAMS_PER_SM * num_sms
-        return SkinnyConfig(block_n=block_n, block_k=min(bk, block_k), num_warps=warps, num_stages=1,
-                            loop_tiles=2 if one_wave else 1, acc3=True)
-    if bm <= 2:  # narrow outputs (N < 1056): 2 rows per program, to keep >= 2 programs per SM
-        block_n = 4 if triton.cdiv(n, 4) >= _MIN_PROGRAMS_PER_SM * num_sms else 2
+    if bm <= 2:
+        # M = 1, narrow outputs (N < 1056): 2 rows per program, to keep >= 2 programs per SM
+        # (M = 2 was measured at 4 rows on every shape).
+        narrow = bm == 1 and triton.cdiv(n, 4) < _MIN_PROGRAMS_PER_SM * num_sms
+        block_n = 2 if narrow else 4
         one_wave = triton.cdiv(n, block_n) <= _LOOP2_MAX_PROGRAMS_PER_SM * num_sms
         return SkinnyConfig(block_n=block_n, block_k=block_k, num_warps=4, num_stages=1,
-                            loop_tiles=2 if one_wave else 1)
+                            loop_tiles=2 if one_wave else 1, acc3=bm == 2 and _ACC3_AT_TWO_ROWS)
     return SkinnyConfig(block_n=32, block_k=min(block_k, 128), num_warps=4, num_stages=3, use_dot=True)
 
 
